@@ -1,0 +1,7 @@
+/**
+ * @module
+ * The public API of jth's core: hook types, errors, the plugin driver, the job lifecycle and config
+ * validation. Plugins import from here.
+ */
+export * from './types.ts';
+export * from './errors.ts';
