@@ -160,6 +160,8 @@ export interface ArtifactInfo {
   name: string;
   size: number;
   sha256?: string;
+  /** Where the collector stored it, for the server to serve downloads. Never shown to clients. */
+  location?: string;
 }
 
 /** What `collect` hooks return. Results of all collectors are merged. */
@@ -265,6 +267,10 @@ export interface IsolateContext extends JobContext {
 
 /** Where a job's output goes. Writes are ordered per call; the sink keeps what it needs. */
 export interface OutputSink {
+  /**
+   * Append a chunk. A returned promise means the sink is over its high-water mark: the executor pauses
+   * the job's pipe until it settles, so server memory stays bounded however much a job prints.
+   */
   write(stream: 'stdout' | 'stderr', chunk: Uint8Array): void | Promise<void>;
 }
 
