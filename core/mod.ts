@@ -6,3 +6,7 @@
 export * from './types.ts';
 export * from './errors.ts';
 export * from './launch.ts';
+export * from './driver.ts';
+export * from './lifecycle.ts';
+export * from './job.ts';
+export * from './plugins.ts';

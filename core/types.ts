@@ -344,10 +344,20 @@ export interface StandardSchemaV1<Input = unknown, Output = Input> {
       value: unknown,
     ) =>
       | { readonly value: Output; readonly issues?: undefined }
-      | { readonly issues: ReadonlyArray<{ message: string; path?: ReadonlyArray<PropertyKey | { key: PropertyKey }> }> }
+      | {
+          readonly issues: ReadonlyArray<{
+            message: string;
+            path?: ReadonlyArray<PropertyKey | { key: PropertyKey }>;
+          }>;
+        }
       | Promise<
           | { readonly value: Output; readonly issues?: undefined }
-          | { readonly issues: ReadonlyArray<{ message: string; path?: ReadonlyArray<PropertyKey | { key: PropertyKey }> }> }
+          | {
+              readonly issues: ReadonlyArray<{
+                message: string;
+                path?: ReadonlyArray<PropertyKey | { key: PropertyKey }>;
+              }>;
+            }
         >;
     readonly types?: { readonly input: Input; readonly output: Output } | undefined;
   };
