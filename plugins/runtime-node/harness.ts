@@ -1,0 +1,188 @@
+/**
+ * @module
+ * The in-job harness. It runs inside the job's process, under Node or Deno, next to the user's bundle
+ * (`./main.mjs`). It imports the bundle and decides the job's shape from what the module exports:
+ * a default function is a function job, a default object with `fetch` is a fetch job, anything else is a
+ * script whose top-level code has already run on import. A function's return value goes to a result file
+ * in the work dir, never to stdout: stdout and stderr are the job's logs.
+ *
+ * Runtime-neutral on purpose: only `node:fs` (which Deno also provides) and web APIs are used, so one
+ * file serves both runtimes. It has no imports of jth code, because it is bundled on its own.
+ */
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+
+/** Largest Response body a function may return, in bytes. */
+const MAX_BODY_BYTES = 8 * 1024 * 1024;
+/** Largest JSON return value, in bytes. */
+const MAX_VALUE_BYTES = 8 * 1024 * 1024;
+
+interface DenoLike {
+  env: { get(key: string): string | undefined };
+  stdin: { readable: ReadableStream<Uint8Array> };
+  exit(code: number): never;
+}
+interface ProcessLike {
+  env: Record<string, string | undefined>;
+  stdin: AsyncIterable<Uint8Array>;
+  exit(code: number): never;
+}
+
+const deno = (globalThis as { Deno?: DenoLike }).Deno;
+const proc = (globalThis as { process?: ProcessLike }).process;
+
+function env(key: string): string | undefined {
+  return deno ? deno.env.get(key) : proc?.env[key];
+}
+
+function exit(code: number): never {
+  if (deno) return deno.exit(code);
+  return proc!.exit(code);
+}
+
+async function readStdin(): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  if (deno) {
+    const reader = deno.stdin.readable.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+    }
+  } else if (proc) {
+    for await (const chunk of proc.stdin) chunks.push(chunk);
+  }
+  let size = 0;
+  for (const c of chunks) size += c.length;
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+/** JSON if it parses, else the raw text, or undefined when there is no input at all. */
+function parseInput(bytes: Uint8Array): unknown {
+  if (bytes.length === 0) return undefined;
+  const text = new TextDecoder().decode(bytes);
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+function toBase64(bytes: Uint8Array): string {
+  let bin = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(bin);
+}
+
+function writeResult(result: unknown): void {
+  const work = env('JTH_WORK') ?? '.';
+  const dir = `${work}/.jth`;
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = `${dir}/result.json`;
+  // The user's code may have left something at this path; a fresh file keeps mode 0600 and no links.
+  rmSync(file, { force: true });
+  writeFileSync(file, JSON.stringify(result), { mode: 0o600, flag: 'wx' });
+}
+
+function errorResult(err: unknown): {
+  kind: 'error';
+  error: { name: string; message: string; stack?: string };
+} {
+  if (err instanceof Error) {
+    return {
+      kind: 'error',
+      error: { name: err.name, message: err.message, ...(err.stack ? { stack: err.stack } : {}) },
+    };
+  }
+  return { kind: 'error', error: { name: 'NonErrorThrown', message: String(err) } };
+}
+
+async function responseResult(res: Response): Promise<unknown> {
+  const body = new Uint8Array(await res.arrayBuffer());
+  if (body.length > MAX_BODY_BYTES) {
+    return {
+      kind: 'error',
+      error: {
+        name: 'ResultTooLarge',
+        message: `Response body is ${body.length} bytes, over the ${MAX_BODY_BYTES} byte limit: return a smaller body or write it as an artifact`,
+      },
+    };
+  }
+  const headers: Record<string, string> = {};
+  res.headers.forEach((value, key) => {
+    headers[key] = value;
+  });
+  return { kind: 'response', status: res.status, headers, bodyBase64: toBase64(body) };
+}
+
+function valueResult(value: unknown): unknown {
+  const json = value === undefined ? undefined : JSON.stringify(value);
+  if (json !== undefined && json.length > MAX_VALUE_BYTES) {
+    return {
+      kind: 'error',
+      error: {
+        name: 'ResultTooLarge',
+        message: `Return value is ${json.length} bytes of JSON, over the ${MAX_VALUE_BYTES} byte limit: return less or write it as an artifact`,
+      },
+    };
+  }
+  return json === undefined ? { kind: 'value' } : { kind: 'value', value: JSON.parse(json) };
+}
+
+async function main(): Promise<void> {
+  let mod: { default?: unknown };
+  try {
+    mod = await import(new URL('./main.mjs', import.meta.url).href);
+  } catch (err) {
+    // A script's top-level throw lands here: report it like a function's throw, then fail.
+    console.error(err);
+    writeResult(errorResult(err));
+    exit(1);
+  }
+  const entry = mod.default;
+  const isFetch =
+    typeof entry === 'object' && entry !== null && typeof (entry as { fetch?: unknown }).fetch === 'function';
+  if (typeof entry !== 'function' && !isFetch) return; // A script: it already ran; its exit code is the outcome.
+
+  let result: unknown;
+  let code = 0;
+  try {
+    const data = await readStdin();
+    let out: unknown;
+    if (isFetch) {
+      const spec = JSON.parse(env('JTH_REQUEST') ?? '{}') as {
+        method?: string;
+        path?: string;
+        headers?: Record<string, string>;
+      };
+      const method = (spec.method ?? 'GET').toUpperCase();
+      const path = spec.path?.startsWith('/') ? spec.path : `/${spec.path ?? ''}`;
+      const req = new Request(`http://jth.local${path}`, {
+        method,
+        headers: spec.headers ?? {},
+        ...(method === 'GET' || method === 'HEAD' ? {} : { body: data }),
+      });
+      out = await (entry as { fetch(req: Request): unknown }).fetch(req);
+    } else {
+      const ctx = { jobId: env('JTH_JOB_ID'), user: env('JTH_USER'), artifactsDir: env('JTH_ARTIFACTS') };
+      out = await (entry as (input: unknown, ctx: unknown) => unknown)(parseInput(data), ctx);
+    }
+    result = out instanceof Response ? await responseResult(out) : valueResult(out);
+  } catch (err) {
+    console.error(err);
+    result = errorResult(err);
+    code = 1;
+  }
+  writeResult(result);
+  // A function is done when it returns: timers or sockets it left open must not keep the job alive.
+  exit(code);
+}
+
+await main();

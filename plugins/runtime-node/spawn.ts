@@ -1,0 +1,274 @@
+/**
+ * @module
+ * Starting a job's process and seeing it through to the end, shared by the Node and Deno runtimes:
+ * the harness is written next to the bundle, the command is wrapped by the isolation layers, output is
+ * piped to the sink with backpressure, and before returning every process of the job is dead (killers,
+ * then the process group, then a sweep for strays), so `collect` always sees a finished job.
+ */
+import { spawn } from 'node:child_process';
+import {
+  constants,
+  closeSync,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  readSync,
+  realpathSync,
+  writeFileSync,
+} from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+import { ErrorCode, JthError } from '../../core/errors.ts';
+import { buildCommand } from '../../core/launch.ts';
+import type { Bind, ExecuteContext, ExecuteResult, FunctionResult } from '../../core/types.ts';
+
+/** Largest result file read back, in bytes: an 8 MiB body in base64 plus headers fits. */
+export const MAX_RESULT_FILE_BYTES = 12 * 1024 * 1024;
+
+/** How long to wait for stdout/stderr to drain after every process of the job is dead. */
+const DRAIN_MS = 2_000;
+
+let harnessCache: Promise<string> | undefined;
+
+/** The harness as one ESM file, built from `harness.ts` once per process. */
+export function harnessSource(): Promise<string> {
+  harnessCache ??= build({
+    entryPoints: [fileURLToPath(new URL('./harness.ts', import.meta.url))],
+    bundle: true,
+    write: false,
+    format: 'esm',
+    platform: 'neutral',
+    target: 'es2022',
+    external: ['node:*'],
+    logLevel: 'silent',
+  }).then((r) => r.outputFiles[0]!.text);
+  harnessCache.catch(() => {
+    harnessCache = undefined;
+  });
+  return harnessCache;
+}
+
+export interface RunOptions {
+  /** The plugin's name, for errors. */
+  plugin: string;
+  /** The inner command, before isolation wrappers. `argv[0]` is the runtime binary. */
+  argv: string[];
+  env: Record<string, string>;
+  /** Host paths the runtime needs inside a sandbox (e.g. its binary's directory). */
+  binds?: Bind[];
+}
+
+/** Whether `pid` still exists (a zombie counts as gone: it runs no code). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    // proc(5): the state is the field after the parenthesised comm, which may itself hold spaces.
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Kill every process whose environment carries this job's id. A fallback for hosts without a cgroup
+ * killer: a double-forked daemon leaves the process group, but keeps the environment it was given.
+ * Repeated until a pass finds nothing, because a process may fork while the sweep runs.
+ */
+export function sweepJobProcesses(jobId: string): number {
+  const marker = Buffer.from(`\0JTH_JOB_ID=${jobId}\0`);
+  let killed = 0;
+  for (let pass = 0; pass < 20; pass++) {
+    let found = 0;
+    for (const name of readdirSync('/proc')) {
+      if (!/^\d+$/.test(name)) continue;
+      const pid = Number(name);
+      if (pid === process.pid) continue;
+      let environ: Buffer;
+      try {
+        environ = Buffer.concat([Buffer.from([0]), readFileSync(`/proc/${name}/environ`)]);
+      } catch {
+        continue;
+      }
+      if (environ.indexOf(marker) === -1 || !alive(pid)) continue;
+      try {
+        process.kill(pid, 'SIGKILL');
+        found++;
+      } catch {
+        // Gone already.
+      }
+    }
+    killed += found;
+    if (found === 0) break;
+  }
+  return killed;
+}
+
+/** Run the plan's killers in order until one succeeds, then SIGKILL the process group. */
+async function killAll(ctx: ExecuteContext, pgid: number | undefined): Promise<boolean> {
+  let killerWorked = false;
+  for (const killer of ctx.plan.killers) {
+    try {
+      await killer();
+      killerWorked = true;
+      break;
+    } catch (err) {
+      ctx.log.warn({ err }, 'job killer failed, trying the next one');
+    }
+  }
+  if (pgid !== undefined) {
+    try {
+      // SIGKILL also ends stopped processes: it is never blocked, caught or held (signal(7)).
+      process.kill(-pgid, 'SIGKILL');
+    } catch {
+      // The group is empty.
+    }
+  }
+  return killerWorked;
+}
+
+/**
+ * Read `<work>/.jth/result.json` without following links: the job owned the work dir, and we are root.
+ * Returns undefined when there is no result file (a script).
+ */
+export function readResult(work: string): FunctionResult | undefined {
+  const dir = `${work}/.jth`;
+  let dirStat: ReturnType<typeof lstatSync>;
+  try {
+    dirStat = lstatSync(dir);
+  } catch {
+    return undefined;
+  }
+  if (!dirStat.isDirectory()) return badResult('The job replaced its .jth directory with something else');
+  let fd: number;
+  try {
+    fd = openSync(`${dir}/result.json`, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    return badResult(`The result file could not be opened (${(err as NodeJS.ErrnoException).code})`);
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return badResult('The result file is not a regular file');
+    const real = readlinkSync(`/proc/self/fd/${fd}`);
+    if (!real.startsWith(`${realpathSync(work)}/`))
+      return badResult('The result file is outside the work dir');
+    if (st.size > MAX_RESULT_FILE_BYTES) {
+      return badResult(
+        `The result is ${st.size} bytes, over the ${MAX_RESULT_FILE_BYTES} byte limit: return less, or write large output as an artifact`,
+      );
+    }
+    const buf = Buffer.alloc(st.size);
+    let at = 0;
+    while (at < buf.length) {
+      const n = readSync(fd, buf, at, buf.length - at, at);
+      if (n === 0) break;
+      at += n;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(buf.subarray(0, at).toString('utf8'));
+    } catch {
+      return badResult('The result file is not valid JSON');
+    }
+    const kind = (parsed as { kind?: unknown } | null)?.kind;
+    if (kind !== 'value' && kind !== 'response' && kind !== 'error') {
+      return badResult('The result file has no valid kind (value, response or error)');
+    }
+    return parsed as FunctionResult;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function badResult(message: string): FunctionResult {
+  return { kind: 'error', error: { name: 'InvalidResult', message } };
+}
+
+/**
+ * Start the job's command, pipe its output into the sink, and resolve when it has exited and every
+ * process of the job is dead. An abort of `ctx.signal` kills everything at once with SIGKILL.
+ */
+export async function runJob(ctx: ExecuteContext, options: RunOptions): Promise<ExecuteResult> {
+  const { plan, job } = ctx;
+  writeFileSync(`${plan.hostPaths.app}/harness.mjs`, await harnessSource(), { mode: 0o644 });
+  const cmd = buildCommand(plan, { argv: options.argv, env: options.env, binds: options.binds ?? [] });
+
+  const child = spawn(cmd.argv[0]!, cmd.argv.slice(1), {
+    env: cmd.env,
+    cwd: cmd.cwd,
+    stdio: ['pipe', 'pipe', 'pipe'],
+    // Its own process group (setsid), so one kill(-pgid) reaches every process that stays in it.
+    detached: true,
+  });
+
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+    child.once('error', (err) => {
+      reject(
+        new JthError(ErrorCode.PLUGIN_ERROR, `Cannot start "${cmd.argv[0]}": ${err.message}`, {
+          plugin: options.plugin,
+          hook: 'execute',
+          cause: err,
+          hint: 'Check that the runtime binary exists and is executable',
+        }),
+      );
+    });
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
+
+  const pgid = child.pid;
+  const onAbort = () => {
+    void killAll(ctx, pgid);
+  };
+  if (pgid !== undefined) {
+    ctx.started({ pid: pgid });
+    if (ctx.signal.aborted) onAbort();
+    else ctx.signal.addEventListener('abort', onAbort, { once: true });
+  }
+
+  for (const name of ['stdout', 'stderr'] as const) {
+    const stream = child[name];
+    stream.on('data', (chunk: Buffer) => {
+      const pending = ctx.output.write(name, chunk);
+      if (pending && typeof (pending as Promise<void>).then === 'function') {
+        stream.pause();
+        (pending as Promise<void>).then(
+          () => stream.resume(),
+          () => stream.resume(),
+        );
+      }
+    });
+  }
+  // A job that never reads its stdin closes the pipe early; that is its business, not an error.
+  child.stdin.on('error', () => {});
+  child.stdin.end(job.data ?? new Uint8Array(0));
+
+  let status: { code: number | null; signal: NodeJS.Signals | null };
+  try {
+    status = await exited;
+  } finally {
+    ctx.signal.removeEventListener('abort', onAbort);
+    const killerWorked = await killAll(ctx, pgid);
+    if (!killerWorked) sweepJobProcesses(job.id);
+  }
+  // The pipes close once the last holder is dead; a timer guards against a holder we could not kill.
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    closed,
+    new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        ctx.log.warn({ jobId: job.id }, 'job output did not close after all processes were killed');
+        child.stdout.destroy();
+        child.stderr.destroy();
+        resolve();
+      }, DRAIN_MS);
+    }),
+  ]);
+  clearTimeout(timer);
+
+  const result = readResult(plan.hostPaths.work);
+  return { exitCode: status.code, signal: status.signal, ...(result ? { result } : {}) };
+}
