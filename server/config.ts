@@ -1,0 +1,376 @@
+/**
+ * @module
+ * Loading `jth.config.ts` or `jth.config.json`: server settings validated with zod, plugins resolved by
+ * built-in short name, package name or path (as nitro does), their options validated by each plugin's
+ * own schema, and the whole set checked before any job runs. Every error names the file, the key and
+ * the fix.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { z } from 'zod';
+import { ErrorCode, JthError } from '../core/errors.ts';
+import {
+  checkDefinition,
+  checkPluginSet,
+  configError,
+  type PluginOrigin,
+  validateOptions,
+} from '../core/plugins.ts';
+import type { JobLimits, Logger, Plugin, PluginDefinition } from '../core/types.ts';
+
+/** Built-in plugins by short name. Third-party plugins are named by package or path instead. */
+export const BUILTIN_PLUGINS: Record<string, string> = {
+  'auth-mtls': '../plugins/auth-mtls/mod.ts',
+  'isolation-cgroup': '../plugins/isolation-cgroup/mod.ts',
+  'isolation-chroot': '../plugins/isolation-chroot/mod.ts',
+  'runtime-node': '../plugins/runtime-node/mod.ts',
+  'runtime-deno': '../plugins/runtime-deno/mod.ts',
+  'artifacts-fs': '../plugins/artifacts-fs/mod.ts',
+};
+
+const UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+
+/** Parse `256M`, `8GiB`, `1.5g` or a plain number of bytes. */
+export function parseBytes(input: string | number): number {
+  if (typeof input === 'number') return input;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(input);
+  if (!m) throw new Error(`"${input}" is not a size; use bytes or a unit such as 256M or 8G`);
+  return Math.round(Number(m[1]) * UNITS[m[2]!.toLowerCase()]!);
+}
+
+/** Parse `30s`, `5m`, `250ms`, `1h` or a plain number of milliseconds. */
+export function parseDuration(input: string | number): number {
+  if (typeof input === 'number') return input;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(input);
+  if (!m) throw new Error(`"${input}" is not a duration; use milliseconds or a unit such as 30s or 5m`);
+  const factor = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms') as 'ms'];
+  return Math.round(Number(m[1]) * factor);
+}
+
+const bytes = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
+  try {
+    return parseBytes(v);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+const duration = z.union([z.number().int().positive(), z.string()]).transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+/** Limits as written in config: sizes and durations may carry units. */
+const limitsInput = z
+  .object({
+    cpu: z.number().positive(),
+    memory: bytes,
+    pids: z.number().int().positive(),
+    io: bytes,
+    disk: bytes,
+    timeout: duration,
+  })
+  .partial()
+  .strict();
+export type LimitsInput = z.input<typeof limitsInput>;
+
+const pluginEntry = z.union([
+  z.string(),
+  z.tuple([z.string(), z.record(z.string(), z.unknown())]),
+  z.object({ use: z.string(), options: z.record(z.string(), z.unknown()).optional() }).strict(),
+]);
+
+/** The config file's schema. Every field has a default, so an empty config is a working one. */
+export const configSchema = z
+  .object({
+    server: z
+      .object({
+        /** @default '127.0.0.1' */
+        host: z.string().default('127.0.0.1'),
+        /** @default 8443 */
+        port: z.number().int().min(0).max(65535).default(8443),
+        /** Where jobs, logs, artifacts and the database live. Relative to the config file. @default '.jth' */
+        stateDir: z.string().default('.jth'),
+        /** The PKI directory (CA certificate, server certificate and key, deny list). @default '<stateDir>/pki' */
+        pkiDir: z.string().optional(),
+        /** Make a dev CA, server and client certificates on first run when none exist. @default true */
+        devPki: z.boolean().default(true),
+        /** Largest upload (bundle plus input), enforced on the stream. @default '32M' */
+        bodyLimit: bytes.default(32 * 1024 ** 2),
+        /** Per-job output cap; output past it is dropped with a notice in the stream. @default '256M' */
+        outputCap: bytes.default(256 * 1024 ** 2),
+        /** @default '30s' */
+        requestTimeout: duration.default(30_000),
+        /** @default '10s' */
+        headersTimeout: duration.default(10_000),
+        /** Bound of one plugin hook call. @default '30s' */
+        hookTimeout: duration.default(30_000),
+        /** Log level for pino. @default 'info' */
+        logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      })
+      .strict()
+      .prefault({}),
+    limits: z
+      .object({
+        /** Limits a job gets when it asks for none. */
+        defaults: limitsInput.prefault({}),
+        /** The most a job of one user may ask for. */
+        max: limitsInput.prefault({}),
+        /** Jobs one user may run at once; more answer 429. @default 4 */
+        concurrency: z.number().int().positive().default(4),
+        /** Per-user overrides of `max` and `concurrency`, keyed by user name. */
+        users: z
+          .record(
+            z.string(),
+            z.object({ max: limitsInput.optional(), concurrency: z.number().int().positive().optional() }),
+          )
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
+    /** Plugins by built-in short name, package name or path, each optionally with options. */
+    plugins: z.array(pluginEntry).optional(),
+  })
+  .strict();
+
+export type JthConfigInput = z.input<typeof configSchema>;
+export type JthConfigParsed = z.output<typeof configSchema>;
+
+/** Types a `jth.config.ts`. */
+export function defineConfig(config: JthConfigInput): JthConfigInput {
+  return config;
+}
+
+/** The seed's limits: 2 CPUs, 8 GiB, 512 pids, 256 MiB disk; jobs default to less. */
+export const SEED_MAX: JobLimits = {
+  cpu: 2,
+  memoryBytes: 8 * 1024 ** 3,
+  pids: 512,
+  ioBytesPerSec: 0,
+  diskBytes: 256 * 1024 ** 2,
+  timeoutMs: 15 * 60_000,
+};
+export const SEED_DEFAULTS: JobLimits = {
+  cpu: 1,
+  memoryBytes: 512 * 1024 ** 2,
+  pids: 128,
+  ioBytesPerSec: 0,
+  diskBytes: 256 * 1024 ** 2,
+  timeoutMs: 60_000,
+};
+
+export function toLimits(input: z.output<typeof limitsInput> | undefined, base: JobLimits): JobLimits {
+  return {
+    cpu: input?.cpu ?? base.cpu,
+    memoryBytes: input?.memory ?? base.memoryBytes,
+    pids: input?.pids ?? base.pids,
+    ioBytesPerSec: input?.io ?? base.ioBytesPerSec,
+    diskBytes: input?.disk ?? base.diskBytes,
+    timeoutMs: input?.timeout ?? base.timeoutMs,
+  };
+}
+
+/** A loaded, checked config: settings resolved to absolute paths and plugins created. */
+export interface LoadedConfig {
+  file: string;
+  dir: string;
+  settings: JthConfigParsed['server'] & { stateDir: string; pkiDir: string };
+  limits: {
+    defaults: JobLimits;
+    max: JobLimits;
+    concurrency: number;
+    users: Record<string, { max: JobLimits; concurrency: number }>;
+  };
+  plugins: Plugin[];
+}
+
+/** Read the raw config object from `file` (.json, .ts, .mts, .js, .mjs). */
+async function readConfigFile(file: string): Promise<unknown> {
+  const shown = path.basename(file);
+  if (file.endsWith('.json')) {
+    const text = readFileSync(file, 'utf8');
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      const msg = (err as Error).message;
+      throw new JthError(ErrorCode.CONFIG_INVALID, `Cannot load config "${shown}": invalid JSON: ${msg}`, {
+        hint: 'Fix the syntax error; JSON allows no comments or trailing commas',
+        cause: err,
+      });
+    }
+  }
+  try {
+    const { tsImport } = await import('tsx/esm/api');
+    const mod = (await tsImport(pathToFileURL(file).href, import.meta.url)) as { default?: unknown };
+    // tsx may hand back a CommonJS-interop namespace whose `default` holds the real namespace.
+    const first = (mod.default ?? mod) as { default?: unknown; __esModule?: boolean };
+    return first && typeof first === 'object' && 'default' in first ? first.default : first;
+  } catch (err) {
+    const msg = String((err as Error).message ?? err).split('\n')[0];
+    throw new JthError(ErrorCode.CONFIG_INVALID, `Cannot load config "${shown}": ${msg}`, {
+      hint: 'Fix the error in the config module; it must `export default defineConfig({...})`',
+      cause: err,
+    });
+  }
+}
+
+/** Resolve a plugin reference to a module URL, or throw the "not a built-in, a package or a path" error. */
+function resolvePluginRef(ref: string, configDir: string, origin: PluginOrigin): string {
+  const builtin = BUILTIN_PLUGINS[ref];
+  if (builtin) return new URL(builtin, import.meta.url).href;
+  if (ref.startsWith('.') || path.isAbsolute(ref)) {
+    const abs = path.resolve(configDir, ref);
+    if (existsSync(abs)) return pathToFileURL(abs).href;
+    throw configError(
+      origin,
+      `"${ref}" is a path, but "${abs}" does not exist`,
+      'Fix the path; it is relative to the config file',
+    );
+  }
+  try {
+    return pathToFileURL(createRequire(path.join(configDir, 'noop.js')).resolve(ref)).href;
+  } catch {
+    throw configError(
+      origin,
+      `"${ref}" is not a built-in plugin, a package or a path`,
+      `Use one of ${Object.keys(BUILTIN_PLUGINS).join(', ')}; install the package; or give a path starting with ./`,
+    );
+  }
+}
+
+/** The plugins used when the config names none: what the host allows, decided by the caller. */
+export type DefaultPlugins = () => Promise<Array<string | [string, Record<string, unknown>]>>;
+
+export interface LoadConfigOptions {
+  log: Logger;
+  /** The plugin list when the config gives none. */
+  defaultPlugins?: DefaultPlugins;
+}
+
+/** Load and check a config. With no file, embedded defaults apply, relative to `cwd`. */
+export async function loadConfig(
+  file: string | undefined,
+  options: LoadConfigOptions,
+): Promise<LoadedConfig> {
+  const abs = file ? path.resolve(file) : undefined;
+  const shown = abs ? path.basename(abs) : '(embedded defaults)';
+  if (abs && !existsSync(abs)) {
+    throw new JthError(ErrorCode.CONFIG_INVALID, `Cannot load config "${file}": the file does not exist`, {
+      hint: 'Check the path given to --config',
+    });
+  }
+  const raw = abs ? await readConfigFile(abs) : {};
+  const parsed = configSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const key = issue.path
+      .map((k) => (typeof k === 'number' ? `[${k}]` : `.${String(k)}`))
+      .join('')
+      .replace(/^\./, '');
+    throw new JthError(
+      ErrorCode.CONFIG_INVALID,
+      `Cannot load config "${shown}": ${key || '(root)'} ${issue.message}`,
+      {
+        hint: 'See README.md "Configuration" for every key and its default',
+      },
+    );
+  }
+  const cfg = parsed.data;
+  const dir = abs ? path.dirname(abs) : process.cwd();
+  const stateDir = path.resolve(dir, cfg.server.stateDir);
+  const settings = {
+    ...cfg.server,
+    stateDir,
+    pkiDir: path.resolve(dir, cfg.server.pkiDir ?? path.join(stateDir, 'pki')),
+  };
+
+  const max = toLimits(cfg.limits.max, SEED_MAX);
+  const defaults = clampLimits(toLimits(cfg.limits.defaults, SEED_DEFAULTS), max);
+  const users = Object.fromEntries(
+    Object.entries(cfg.limits.users).map(([u, o]) => [
+      u,
+      { max: toLimits(o.max, max), concurrency: o.concurrency ?? cfg.limits.concurrency },
+    ]),
+  );
+
+  const entries = cfg.plugins ?? (await options.defaultPlugins?.()) ?? [];
+  const created: Array<{ plugin: Plugin; origin: PluginOrigin }> = [];
+  for (const [i, entry] of entries.entries()) {
+    const origin = { file: shown, key: `plugins[${i}]` };
+    const [ref, opts] =
+      typeof entry === 'string'
+        ? [entry, {}]
+        : Array.isArray(entry)
+          ? entry
+          : [entry.use, entry.options ?? {}];
+    const url = resolvePluginRef(ref, dir, origin);
+    let mod: { default?: unknown };
+    try {
+      mod = url.endsWith('.ts') ? await importTs(url) : await import(url);
+    } catch (err) {
+      throw configError(
+        origin,
+        `"${ref}" failed to load: ${(err as Error).message}`,
+        'Fix the plugin module',
+        err,
+      );
+    }
+    const def: PluginDefinition = checkDefinition(mod.default ?? mod, {
+      ...origin,
+      key: `${origin.key} "${ref}"`,
+    });
+    const value = await validateOptions(def.options, opts, { ...origin, key: `${origin.key} "${ref}"` });
+    let plugin: Plugin;
+    try {
+      plugin = await def.create(value, {
+        log: options.log.child({ plugin: def.name }),
+        configDir: dir,
+        stateDir,
+      });
+    } catch (err) {
+      if (err instanceof JthError && err.code === ErrorCode.CONFIG_INVALID) throw err;
+      throw configError(origin, `"${ref}" could not be created: ${(err as Error).message}`, undefined, err);
+    }
+    created.push({ plugin, origin: { ...origin, key: `${origin.key} "${ref}"` } });
+  }
+  checkPluginSet(created);
+  return {
+    file: shown,
+    dir,
+    settings,
+    limits: { defaults, max, concurrency: cfg.limits.concurrency, users },
+    plugins: created.map((c) => c.plugin),
+  };
+}
+
+/** Import a TypeScript module: natively when already running under tsx, else through tsx's API. */
+async function importTs(url: string): Promise<{ default?: unknown }> {
+  try {
+    return await import(url);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_UNKNOWN_FILE_EXTENSION') throw err;
+    const { tsImport } = await import('tsx/esm/api');
+    return (await tsImport(url, import.meta.url)) as { default?: unknown };
+  }
+}
+
+/** Clamp each field of `asked` to `max`. */
+export function clampLimits(asked: JobLimits, max: JobLimits): JobLimits {
+  return {
+    cpu: Math.min(asked.cpu, max.cpu),
+    memoryBytes: Math.min(asked.memoryBytes, max.memoryBytes),
+    pids: Math.min(asked.pids, max.pids),
+    ioBytesPerSec:
+      max.ioBytesPerSec > 0
+        ? Math.min(asked.ioBytesPerSec || max.ioBytesPerSec, max.ioBytesPerSec)
+        : asked.ioBytesPerSec,
+    diskBytes: Math.min(asked.diskBytes, max.diskBytes),
+    timeoutMs: Math.min(asked.timeoutMs, max.timeoutMs),
+  };
+}

@@ -1,0 +1,194 @@
+/**
+ * @module
+ * What this host supports: cgroup v2 controllers, namespaces, the sandbox launcher, the runtimes. Used
+ * to pick embedded-default plugins and by `jth doctor`. Each missing piece comes with its fix.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+  /** What to do when not ok. */
+  fix?: string;
+}
+
+export interface HostFacts {
+  root: boolean;
+  /** Where a cgroup2 hierarchy is mounted, and the controllers it offers. */
+  cgroup2: { mount: string; controllers: string[] } | null;
+  /** True when cgroup2 offers cpu, memory and pids, so limits can be enforced. */
+  cgroupLimits: boolean;
+  bwrap: string | null;
+  setpriv: string | null;
+  userns: boolean;
+  node: string;
+  deno: string | null;
+}
+
+function which(bin: string): string | null {
+  for (const dir of ['/usr/local/bin', '/usr/bin', '/bin', '/usr/sbin', '/sbin']) {
+    if (existsSync(`${dir}/${bin}`)) return `${dir}/${bin}`;
+  }
+  return null;
+}
+
+function cgroup2Mount(): { mount: string; controllers: string[] } | null {
+  let mounts = '';
+  try {
+    mounts = readFileSync('/proc/self/mounts', 'utf8');
+  } catch {
+    return null;
+  }
+  const points = mounts
+    .split('\n')
+    .map((l) => l.split(' '))
+    .filter((f) => f[2] === 'cgroup2')
+    .map((f) => f[1]!);
+  // Prefer a pure v2 host (/sys/fs/cgroup) over a hybrid host's /sys/fs/cgroup/unified.
+  const mount = points.find((p) => p === '/sys/fs/cgroup') ?? points[0];
+  if (!mount) return null;
+  let controllers: string[] = [];
+  try {
+    controllers = readFileSync(`${mount}/cgroup.controllers`, 'utf8').trim().split(/\s+/).filter(Boolean);
+  } catch {}
+  return { mount, controllers };
+}
+
+/** The deno binary shipped by the `deno` npm package, if installed. */
+export function denoBinary(): string | null {
+  try {
+    const require = createRequire(import.meta.url);
+    const pkgDir = require.resolve('deno/package.json').replace(/package\.json$/, '');
+    for (const candidate of [`${pkgDir}deno`, `${pkgDir}bin/deno`]) {
+      if (existsSync(candidate) && readFileSync(candidate).subarray(0, 4).toString('latin1') === '\x7fELF')
+        return candidate;
+    }
+    const r = spawnSync(`${pkgDir}../.bin/deno`, ['eval', 'console.log(Deno.execPath())'], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    const p = r.stdout?.trim();
+    return p && existsSync(p) ? p : null;
+  } catch {
+    return null;
+  }
+}
+
+export function probeHost(): HostFacts {
+  const cg = cgroup2Mount();
+  const bwrap = which('bwrap');
+  const setpriv = which('setpriv');
+  let userns = false;
+  if (bwrap && setpriv) {
+    const r = spawnSync(
+      setpriv,
+      [
+        '--reuid=65534',
+        '--regid=65534',
+        '--clear-groups',
+        bwrap,
+        '--unshare-all',
+        '--ro-bind',
+        '/',
+        '/',
+        'true',
+      ],
+      {
+        timeout: 10_000,
+        env: {},
+      },
+    );
+    userns = r.status === 0;
+  }
+  return {
+    root: process.getuid?.() === 0,
+    cgroup2: cg,
+    cgroupLimits: !!cg && ['cpu', 'memory', 'pids'].every((c) => cg.controllers.includes(c)),
+    bwrap,
+    setpriv,
+    userns,
+    node: process.execPath,
+    deno: denoBinary(),
+  };
+}
+
+/** The doctor's checks, each with a fix. */
+export function hostChecks(h: HostFacts): Check[] {
+  const checks: Check[] = [];
+  checks.push({
+    name: 'root',
+    ok: h.root,
+    detail: h.root ? 'running as root' : 'not running as root',
+    fix: 'Run `jth server` as root (it needs to create cgroups and mount tmpfs work dirs)',
+  });
+  checks.push({
+    name: 'cgroup v2',
+    ok: !!h.cgroup2,
+    detail: h.cgroup2 ? `cgroup2 at ${h.cgroup2.mount}` : 'no cgroup2 hierarchy mounted',
+    fix: 'Mount cgroup2 (`mount -t cgroup2 none /sys/fs/cgroup`), or boot with systemd.unified_cgroup_hierarchy=1',
+  });
+  checks.push({
+    name: 'cgroup v2 limits',
+    ok: h.cgroupLimits,
+    detail: h.cgroup2
+      ? `controllers: ${h.cgroup2.controllers.join(' ') || '(none)'}`
+      : 'no cgroup2: limits cannot be enforced',
+    fix: "Boot with `systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all`, or delegate a subtree (systemd Delegate=yes) and point isolation-cgroup's `root` at it. Until then jobs run with limits NOT enforced (tracking and kill only)",
+  });
+  checks.push({
+    name: 'bubblewrap',
+    ok: !!h.bwrap,
+    detail: h.bwrap ?? 'bwrap not found',
+    fix: 'apt-get install bubblewrap',
+  });
+  checks.push({
+    name: 'setpriv',
+    ok: !!h.setpriv,
+    detail: h.setpriv ?? 'setpriv not found',
+    fix: 'apt-get install util-linux',
+  });
+  checks.push({
+    name: 'user namespaces',
+    ok: h.userns,
+    detail: h.userns ? 'an unprivileged sandbox starts' : 'an unprivileged bwrap sandbox could not start',
+    fix: "sysctl -w kernel.unprivileged_userns_clone=1 user.max_user_namespaces=15000 (and check AppArmor's restrict_unprivileged_userns)",
+  });
+  checks.push({ name: 'runtime node', ok: true, detail: h.node });
+  checks.push({
+    name: 'runtime deno',
+    ok: !!h.deno,
+    detail: h.deno ?? 'deno not installed',
+    fix: 'npm install (the deno npm package ships the binary)',
+  });
+  return checks;
+}
+
+/** The embedded-default plugin list: everything the host allows, and a note for what it does not. */
+export function defaultPlugins(
+  h: HostFacts,
+  paths: { pkiDir: string },
+): { plugins: Array<string | [string, Record<string, unknown>]>; notes: string[] } {
+  const plugins: Array<string | [string, Record<string, unknown>]> = [['auth-mtls', { dir: paths.pkiDir }]];
+  const notes: string[] = [];
+  if (h.root && h.cgroup2) {
+    if (h.cgroupLimits) plugins.push('isolation-cgroup');
+    else {
+      plugins.push(['isolation-cgroup', { root: `${h.cgroup2.mount}/jth.slice`, enforceLimits: false }]);
+      notes.push(
+        `cgroup v2 at ${h.cgroup2.mount} has no cpu/memory/pids controllers: jobs are tracked and killed as a group, but their limits are NOT enforced`,
+      );
+    }
+  } else notes.push('No cgroup v2 (or not root): no per-job cgroups, limits are NOT enforced');
+  if (h.root && h.bwrap && h.setpriv && h.userns) plugins.push('isolation-chroot');
+  else
+    notes.push(
+      'No sandbox (bwrap, setpriv and user namespaces are needed): jobs run as plain child processes',
+    );
+  plugins.push('runtime-node');
+  if (h.deno) plugins.push('runtime-deno');
+  plugins.push('artifacts-fs');
+  return { plugins, notes };
+}
