@@ -142,8 +142,15 @@ export function runtimeSuite(runtime: string, makePlugin: () => Promise<Plugin>)
 
     it('a result file that is a symlink to a host file is never read', async () => {
       const { res } = await run({
-        source:
-          "import { mkdirSync, symlinkSync } from 'node:fs';\nconst w = (globalThis as any).Deno?.env.get('JTH_WORK') ?? process.env.JTH_WORK;\nmkdirSync(w + '/.jth', { recursive: true });\nsymlinkSync('/etc/passwd', w + '/.jth/result.json');\n",
+        source: [
+          "import { execFileSync } from 'node:child_process';",
+          "import { mkdirSync } from 'node:fs';",
+          "const w = (globalThis as any).Deno?.env.get('JTH_WORK') ?? process.env.JTH_WORK;",
+          "mkdirSync(w + '/.jth', { recursive: true });",
+          '// ln(1), because Deno refuses symlink creation under path-scoped permissions.',
+          "execFileSync('ln', ['-s', '/etc/passwd', w + '/.jth/result.json']);",
+          '',
+        ].join('\n'),
       });
       expect(res.result?.kind).toBe('error');
       expect(res.result?.error?.message).toMatch(/could not be opened \(ELOOP\)/);
