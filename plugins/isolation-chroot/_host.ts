@@ -1,0 +1,158 @@
+/**
+ * @module
+ * Host-side steps of the sandbox, run as root by the server: uid allocation, the size-capped tmpfs work
+ * dir, and reaping a uid's processes. Each undo is idempotent so a deferred undo and `cleanup` may both
+ * run it.
+ */
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import type { Logger } from '../../core/types.ts';
+
+/** Uids of the jobs running in this process. One uid per job, never shared while it runs. */
+const inUse = new Set<number>();
+
+/** Pick a free uid from `[start, start + count)` at random, never 0. Returns undefined when all are taken. */
+export function allocateUid(range: readonly [number, number]): number | undefined {
+  const [start, count] = range;
+  const free = (u: number) => u !== 0 && !inUse.has(u);
+  for (let i = 0; i < 64; i++) {
+    const u = start + Math.floor(Math.random() * count);
+    if (free(u)) return take(u);
+  }
+  // Random picks keep colliding: the range is nearly full, so walk it once.
+  for (let u = start; u < start + count; u++) if (free(u)) return take(u);
+  return undefined;
+}
+
+function take(uid: number): number {
+  inUse.add(uid);
+  return uid;
+}
+
+/** Give a uid back. Releasing twice is harmless. */
+export function releaseUid(uid: number): void {
+  inUse.delete(uid);
+}
+
+/** Whether `uid` is currently allocated in this process. */
+export function uidInUse(uid: number): boolean {
+  return inUse.has(uid);
+}
+
+/** Undo the octal escapes of /proc/self/mountinfo (proc(5): space, tab, newline and backslash). */
+function unescapeMountPath(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
+}
+
+/** Mount points of this process's mount namespace (field 5 of /proc/self/mountinfo). */
+export function mountPoints(): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => unescapeMountPath(line.split(' ')[4] ?? ''));
+}
+
+/** Whether `dir` is a mount point right now. */
+export function isMounted(dir: string): boolean {
+  return mountPoints().includes(dir);
+}
+
+/** Mount a tmpfs of `sizeBytes` on `dir`, owned by `uid`, mode 0700, with no setuid and no devices. */
+export function mountTmpfs(dir: string, options: { sizeBytes: number; uid: number }): void {
+  const o = `size=${options.sizeBytes},mode=0700,uid=${options.uid},gid=${options.uid},nosuid,nodev`;
+  // Node has no mount(2); util-linux mount does it (we are root).
+  const r = spawnSync('/bin/mount', ['-t', 'tmpfs', '-o', o, 'tmpfs', dir], { encoding: 'utf8' });
+  if (r.status !== 0) {
+    throw new Error(
+      `Cannot mount the work tmpfs on "${dir}": ${(r.stderr || r.error?.message || '').trim()}`,
+    );
+  }
+}
+
+/**
+ * Unmount the tmpfs on `dir` if it is mounted, then remove the directory. A lazy unmount is used only
+ * when a normal one fails with EBUSY, and is logged: it means something still held the work dir.
+ */
+export function unmountTmpfs(dir: string, log: Logger): void {
+  if (isMounted(dir)) {
+    const r = spawnSync('/bin/umount', [dir], { encoding: 'utf8' });
+    if (r.status !== 0 && isMounted(dir)) {
+      const why = (r.stderr || '').trim();
+      if (!/busy/i.test(why)) throw new Error(`Cannot unmount the work tmpfs "${dir}": ${why}`);
+      log.warn({ dir, why }, 'Work tmpfs busy; detaching it with umount -l as a last resort');
+      const lazy = spawnSync('/bin/umount', ['-l', dir], { encoding: 'utf8' });
+      if (lazy.status !== 0 && isMounted(dir)) {
+        throw new Error(`Cannot detach the work tmpfs "${dir}": ${(lazy.stderr || '').trim()}`);
+      }
+    }
+  }
+  try {
+    rmdirSync(dir);
+  } catch (err) {
+    // Gone already, or the server left files of its own under it: the server removes the job dir.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ENOTEMPTY') throw err;
+  }
+}
+
+/** Live (non-zombie) pids whose real, effective, saved or fs uid is `uid` (`Uid:` in proc(5) status). */
+export function processesOfUid(uid: number): number[] {
+  const pids: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let status: string;
+    try {
+      status = readFileSync(`/proc/${name}/status`, 'utf8');
+    } catch {
+      continue; // exited while we looked
+    }
+    // A zombie has already released everything but its pid; its parent reaps it.
+    if (/^State:\s+Z/m.test(status)) continue;
+    const m = /^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)/m.exec(status);
+    if (m?.slice(1).some((x) => Number(x) === uid)) pids.push(Number(name));
+  }
+  return pids;
+}
+
+/**
+ * SIGKILL every process of `uid` until none is left (a process may fork between scan and kill).
+ * Returns the pids that were found alive on the first scan.
+ */
+export async function killUid(uid: number, options: { timeoutMs?: number } = {}): Promise<number[]> {
+  const first = processesOfUid(uid);
+  const deadline = Date.now() + (options.timeoutMs ?? 5000);
+  let pids = first;
+  while (pids.length) {
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // ESRCH: it ended on its own.
+      }
+    }
+    if (Date.now() > deadline)
+      throw new Error(`Processes of uid ${uid} survived SIGKILL: ${pids.join(', ')}`);
+    await new Promise((r) => setTimeout(r, 10));
+    pids = processesOfUid(uid);
+  }
+  return first;
+}
+
+/**
+ * This process's fds above 2 that lack close-on-exec (`flags` in proc(5) fdinfo, O_CLOEXEC = 02000000).
+ * Every child inherits them, through setpriv and bwrap, into the job: neither tool closes stray fds.
+ */
+export function inheritableFds(): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc/self/fd')) {
+    const fd = Number(name);
+    if (fd <= 2) continue;
+    try {
+      const flags = /^flags:\s+([0-7]+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+      if (flags && (Number.parseInt(flags[1]!, 8) & 0o2000000) === 0) out.push(fd);
+    } catch {
+      // the fd of the directory listing itself, closed by now
+    }
+  }
+  return out;
+}

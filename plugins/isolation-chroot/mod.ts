@@ -1,0 +1,370 @@
+/**
+ * @module
+ * The `isolation-chroot` sandbox: each job runs as its own unprivileged uid, in fresh user, pid, mount,
+ * net, ipc, uts and cgroup namespaces, with a pivot_root'ed read-only root, a size-capped tmpfs as its
+ * only writable place, no capabilities and no_new_privs. bubblewrap builds the root; `setpriv` drops to
+ * the job's uid first, so bwrap itself never holds host root.
+ */
+import { spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { dirname, join } from 'node:path';
+import { z } from 'zod';
+import { ErrorCode, JthError } from '../../core/errors.ts';
+import { definePlugin } from '../../core/types.ts';
+import type { CleanupContext, IsolateContext, JobPaths, Logger, Plugin } from '../../core/types.ts';
+import { etcContents, jobHostname, type RootEntry, type SandboxSpec, sandboxCommand } from './_args.ts';
+import { allocateUid, inheritableFds, killUid, mountTmpfs, releaseUid, unmountTmpfs } from './_host.ts';
+
+export { bwrapArgs, etcContents, jobHostname, sandboxCommand } from './_args.ts';
+export type { RootEntry, SandboxSpec } from './_args.ts';
+export {
+  allocateUid,
+  inheritableFds,
+  isMounted,
+  killUid,
+  processesOfUid,
+  releaseUid,
+  uidInUse,
+} from './_host.ts';
+
+const NAME = 'isolation-chroot';
+
+/** Options of the `isolation-chroot` plugin. */
+export interface IsolationChrootOptions {
+  /**
+   * `namespace`: a fresh root of read-only binds of the host runtime (/usr, /bin, /lib*, /sbin) plus a
+   * generated /etc. `chroot`: the operator's `rootfs` bound read-only as `/`. Both pivot_root.
+   * @default 'namespace'
+   */
+  mode: 'namespace' | 'chroot';
+  /** The root directory for `chroot` mode, built e.g. by `scripts/make-rootfs.sh`. Required there. */
+  rootfs?: string;
+  /**
+   * `[start, count]`: each running job gets its own uid (and gid) from this range, never 0.
+   * @default [200000, 65536]
+   */
+  uidRange: [number, number];
+  /**
+   * Size cap of the writable work dir (with /tmp and artifacts), in bytes.
+   * @default the job's `limits.diskBytes`
+   */
+  diskBytes?: number;
+  /**
+   * Whether jobs may ask for the network (`JobSpec.network`). Without it a job's network namespace has
+   * only a down loopback.
+   * @default false
+   */
+  network: boolean;
+  /**
+   * The job's hostname; `{job}` becomes the first 12 characters of the job id.
+   * @default 'jth-{job}'
+   */
+  hostname: string;
+  /** @default '/usr/bin/bwrap' */
+  bwrapPath: string;
+  /** @default '/usr/bin/setpriv' */
+  setprivPath: string;
+}
+
+const options = z
+  .object({
+    mode: z.enum(['namespace', 'chroot']).default('namespace'),
+    rootfs: z.string().startsWith('/').optional(),
+    uidRange: z
+      .tuple([z.number().int().min(1), z.number().int().min(1)])
+      .default([200000, 65536])
+      .refine(([start, count]) => start + count - 1 <= 0xfffffffe, 'The uid range must end below 4294967295'),
+    diskBytes: z.number().int().positive().optional(),
+    network: z.boolean().default(false),
+    hostname: z.string().min(1).default('jth-{job}'),
+    bwrapPath: z.string().startsWith('/').default('/usr/bin/bwrap'),
+    setprivPath: z.string().startsWith('/').default('/usr/bin/setpriv'),
+  })
+  .refine((o) => o.mode !== 'chroot' || o.rootfs !== undefined, {
+    message: 'Mode "chroot" needs a "rootfs" directory; build one with scripts/make-rootfs.sh DIR',
+    path: ['rootfs'],
+  });
+
+/** The fallback size cap when neither the option nor the job gives one (the server's default). */
+const DEFAULT_DISK_BYTES = 256 * 1024 * 1024;
+
+/** Host /proc entries that leak kernel memory or state; masked with /dev/null when this kernel has them. */
+const PROC_MASKS = [
+  'kcore',
+  'keys',
+  'key-users',
+  'sysrq-trigger',
+  'timer_list',
+  'kallsyms',
+  'latency_stats',
+  'sched_debug',
+];
+
+/** Host /etc entries a runtime needs, bound read-only when they exist. */
+const ETC_TRY = ['ld.so.cache', 'ssl/certs', 'alternatives', 'localtime'];
+
+/** Mount points that `chroot` mode needs inside the rootfs, because the rootfs is read-only. */
+const CHROOT_DIRS = ['proc', 'dev', 'work', 'app', 'tmp'];
+
+/** What the plugin keeps per job in its scratch. */
+interface Scratch {
+  uid?: number;
+  work?: string;
+  etcDir?: string;
+}
+
+/** The job-visible layout of every sandbox. */
+const SANDBOX_PATHS: JobPaths = { app: '/app', work: '/work', artifacts: '/work/artifacts', tmp: '/tmp' };
+
+/** /bin, /sbin, /lib* of the host as they are: symlinks on merged-usr Debian, real dirs elsewhere. */
+function hostRootEntries(): RootEntry[] {
+  const out: RootEntry[] = [];
+  for (const name of ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32']) {
+    const path = `/${name}`;
+    try {
+      const st = lstatSync(path);
+      if (st.isSymbolicLink()) out.push({ kind: 'symlink', path, target: readlinkSync(path) });
+      else if (st.isDirectory()) out.push({ kind: 'dir', path });
+    } catch {
+      // absent on this host
+    }
+  }
+  return out;
+}
+
+function hostError(message: string, hint: string, cause?: unknown): JthError {
+  return new JthError(ErrorCode.HOST_UNSUPPORTED, message, { plugin: NAME, hook: 'isolate', hint, cause });
+}
+
+/**
+ * bwrap runs as the job's uid and opens bind sources with that uid's rights, so every directory above
+ * the job dir must be searchable by others. The job dir itself gets o+x (search, not list).
+ */
+function ensureTraversable(jobDir: string): void {
+  const st = statSync(jobDir);
+  if ((st.mode & 0o001) === 0) chmodSync(jobDir, (st.mode & 0o7777) | 0o001);
+  for (let d = dirname(jobDir); ; d = dirname(d)) {
+    if ((statSync(d).mode & 0o001) === 0) {
+      throw hostError(
+        `Cannot sandbox job dir "${jobDir}": "${d}" is not searchable by the job's uid`,
+        `Give "${d}" the others-search bit (chmod o+x); its contents stay unlistable`,
+      );
+    }
+    if (d === '/') break;
+  }
+}
+
+/** The generated /etc of one job, in a root-owned dir beside the work dir (outside the job's reach). */
+function writeEtc(dir: string, files: Record<string, string>): Record<string, string> {
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const out: Record<string, string> = {};
+  for (const [name, text] of Object.entries(files)) {
+    writeFileSync(join(dir, name), text, { mode: 0o644 });
+    out[name] = join(dir, name);
+  }
+  return out;
+}
+
+async function undoAll(s: Scratch, log: Logger): Promise<void> {
+  if (s.uid !== undefined) {
+    const left = await killUid(s.uid);
+    if (left.length)
+      log.warn({ uid: s.uid, pids: left }, 'Killed processes of the job uid left after the job');
+  }
+  if (s.work !== undefined) unmountTmpfs(s.work, log);
+  if (s.etcDir !== undefined) rmSync(s.etcDir, { recursive: true, force: true });
+  if (s.uid !== undefined) releaseUid(s.uid);
+}
+
+export default definePlugin<IsolationChrootOptions>({
+  name: NAME,
+  apiVersion: 1,
+  options,
+  create(opts): Plugin {
+    const rootEntries = hostRootEntries();
+    const procMasks = PROC_MASKS.filter((m) => existsSync(`/proc/${m}`));
+
+    return {
+      name: NAME,
+      apiVersion: 1,
+
+      start: function checkHost(ctx): void {
+        if (process.getuid?.() !== 0) {
+          throw new JthError(ErrorCode.HOST_UNSUPPORTED, 'Plugin isolation-chroot must run as root', {
+            plugin: NAME,
+            hook: 'start',
+            hint: 'Start the server as root: it mounts each job a tmpfs and switches to a per-job uid',
+          });
+        }
+        if (opts.mode === 'chroot') {
+          const missing = CHROOT_DIRS.filter((d) => !existsSync(join(opts.rootfs!, d)));
+          if (missing.length) {
+            throw new JthError(
+              ErrorCode.HOST_UNSUPPORTED,
+              `Rootfs "${opts.rootfs}" lacks /${missing.join(', /')}`,
+              {
+                plugin: NAME,
+                hook: 'start',
+                hint: 'Build the rootfs with scripts/make-rootfs.sh DIR, which creates these mount points',
+              },
+            );
+          }
+        }
+        // A real probe: the launcher must be able to make a user namespace on this kernel.
+        const uid = opts.uidRange[0] === 0 ? 1 : opts.uidRange[0];
+        const r = spawnSync(
+          opts.setprivPath,
+          [
+            `--reuid=${uid}`,
+            `--regid=${uid}`,
+            '--clear-groups',
+            '--',
+            opts.bwrapPath,
+            '--unshare-all',
+            '--ro-bind',
+            '/',
+            '/',
+            '--',
+            '/bin/true',
+          ],
+          { encoding: 'utf8', env: {}, cwd: '/' },
+        );
+        if (r.status !== 0) {
+          throw new JthError(
+            ErrorCode.HOST_UNSUPPORTED,
+            `Cannot start a sandbox: ${(r.stderr || r.error?.message || '').trim()}`,
+            {
+              plugin: NAME,
+              hook: 'start',
+              hint: 'Install bubblewrap and util-linux setpriv, and allow unprivileged user namespaces',
+            },
+          );
+        }
+        const leaky = inheritableFds();
+        if (leaky.length) {
+          ctx.log.warn(
+            { fds: leaky },
+            'The server holds fds without close-on-exec; every job inherits them. Start the server with only stdin, stdout and stderr open',
+          );
+        }
+        ctx.log.debug({ mode: opts.mode }, 'isolation-chroot ready');
+      },
+
+      isolate: async function isolateChroot(ctx: IsolateContext): Promise<void> {
+        const { job, plan, log } = ctx;
+        if (job.network && !opts.network) {
+          throw new JthError(ErrorCode.BAD_REQUEST, 'This server does not allow jobs to use the network', {
+            plugin: NAME,
+            hook: 'isolate',
+            status: 403,
+            hint: 'Submit the job without network access, or ask the operator to enable it',
+          });
+        }
+        const s: Scratch = {};
+        ctx.scratch.set(NAME, s);
+
+        const uid = allocateUid(opts.uidRange);
+        if (uid === undefined) {
+          throw new JthError(ErrorCode.LIMIT_EXCEEDED, 'Every uid of the sandbox range is in use', {
+            plugin: NAME,
+            hook: 'isolate',
+            status: 503,
+            hint: 'Retry later, or widen the uidRange option',
+          });
+        }
+        s.uid = uid;
+        ctx.defer(async () => {
+          const left = await killUid(uid);
+          if (left.length)
+            log.warn({ uid, pids: left }, 'Killed processes of the job uid left after the job');
+          releaseUid(uid);
+        }, 'release job uid');
+
+        ensureTraversable(plan.jobDir);
+        const host = plan.hostPaths;
+        mkdirSync(host.work, { recursive: true });
+        mkdirSync(host.app, { recursive: true, mode: 0o755 });
+        const sizeBytes =
+          opts.diskBytes ?? (job.limits.diskBytes > 0 ? job.limits.diskBytes : DEFAULT_DISK_BYTES);
+        mountTmpfs(host.work, { sizeBytes, uid });
+        s.work = host.work;
+        ctx.defer(async () => {
+          // A process still holding the tmpfs would force a lazy unmount: kill the uid's first.
+          await killUid(uid);
+          unmountTmpfs(host.work, log);
+        }, 'unmount work tmpfs');
+        for (const dir of [host.artifacts, host.tmp]) {
+          mkdirSync(dir, { recursive: true, mode: 0o700 });
+          chownSync(dir, uid, uid);
+        }
+
+        const hostname = jobHostname(opts.hostname, job.id);
+        let etcFiles: Record<string, string> = {};
+        const generated = etcContents(uid, hostname);
+        if (opts.mode === 'chroot') {
+          // The rootfs is read-only: only files it already has can be covered.
+          for (const name of Object.keys(generated)) {
+            if (!existsSync(join(opts.rootfs!, 'etc', name))) delete generated[name];
+          }
+        }
+        if (Object.keys(generated).length) {
+          const etcDir = join(plan.jobDir, '.jth-etc');
+          s.etcDir = etcDir;
+          ctx.defer(() => rmSync(etcDir, { recursive: true, force: true }), 'remove generated /etc');
+          etcFiles = writeEtc(etcDir, generated);
+        }
+
+        plan.sandboxed = true;
+        plan.paths = { ...SANDBOX_PATHS };
+        const spec: SandboxSpec = {
+          mode: opts.mode,
+          ...(opts.rootfs ? { rootfs: opts.rootfs } : {}),
+          uid,
+          hostname,
+          network: Boolean(job.network && opts.network),
+          hostPaths: host,
+          paths: plan.paths,
+          rootEntries,
+          etcFiles,
+          etcTry: opts.mode === 'namespace' ? ETC_TRY : [],
+          procMasks,
+          setprivPath: opts.setprivPath,
+          bwrapPath: opts.bwrapPath,
+        };
+        plan.wrappers.push(function chrootWrapper(inner) {
+          if (opts.mode === 'chroot') {
+            const missing = inner.binds.find((b) => !existsSync(join(opts.rootfs!, b.source)));
+            if (missing) {
+              throw new JthError(
+                ErrorCode.HOST_UNSUPPORTED,
+                `Cannot bind "${missing.source}" into rootfs "${opts.rootfs}": the mount point is missing`,
+                {
+                  plugin: NAME,
+                  hook: 'execute',
+                  hint: `Create "${join(opts.rootfs!, missing.source)}" in the rootfs`,
+                },
+              );
+            }
+          }
+          return sandboxCommand(inner, spec);
+        });
+        log.debug({ uid, hostname, mode: opts.mode, sizeBytes }, 'Job sandbox prepared');
+      },
+
+      cleanup: async function cleanupChroot(ctx: CleanupContext): Promise<void> {
+        const s = ctx.scratch.get<Scratch>(NAME);
+        if (s) await undoAll(s, ctx.log);
+      },
+    };
+  },
+});
