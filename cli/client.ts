@@ -1,0 +1,267 @@
+/**
+ * @module
+ * The CLI's HTTPS client: mutual TLS 1.3 with the configured certificates over one keep-alive agent,
+ * JSON requests, the framed output stream, and errors a person can act on (exit 69 when the server is
+ * not there, 77 when TLS or authentication is refused).
+ */
+import { readFileSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
+import { Agent, request } from 'node:https';
+import { isIP } from 'node:net';
+import { type ErrorCode, ErrorCode as Codes, JthError } from '../core/errors.ts';
+import { type Frame, FrameDecoder, FrameType, frameJson } from '../server/frames.ts';
+import type { Connection } from './connection.ts';
+import { CliError, ExitCode } from './exit.ts';
+
+/** Codes Node gives to failed connects: the server is not reachable at that address. */
+const CONNECT_ERRORS = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+]);
+
+function tlsHint(code: string, conn: Connection): string {
+  const host = conn.server.hostname;
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    return `The server certificate does not name "${host}": connect with a name it lists, or reissue it with \`jth pki server --host ${host}\``;
+  }
+  if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID') {
+    return 'The server certificate is outside its validity dates: check the clock, or reissue it';
+  }
+  if (
+    /ALERT_(BAD_CERTIFICATE|CERTIFICATE_REQUIRED|UNKNOWN_CA|CERTIFICATE_REVOKED|CERTIFICATE_EXPIRED)/.test(
+      code,
+    )
+  ) {
+    return `The server refused the client certificate "${conn.cert}" (${conn.sources.cert}): check it was issued by the server's CA, is not revoked or expired`;
+  }
+  if (/PROTOCOL_VERSION|WRONG_VERSION|UNSUPPORTED_PROTOCOL/.test(code)) {
+    return 'The server does not speak TLS 1.3 (or is not TLS at all): check the URL and port';
+  }
+  return `The server certificate was not verified with the CA "${conn.ca}" (${conn.sources.ca}): check --ca / JTH_CA names the CA that issued it`;
+}
+
+/** Turn a request error into a CliError with the right exit code. */
+export function connectionError(err: unknown, conn: Connection): CliError {
+  if (err instanceof CliError) return err;
+  const code = String((err as NodeJS.ErrnoException).code ?? '');
+  const msg = err instanceof Error ? err.message : String(err);
+  const url = conn.server.origin;
+  if (CONNECT_ERRORS.has(code)) {
+    return new CliError(
+      Codes.HOST_UNSUPPORTED,
+      `Cannot connect to ${url}: is \`jth server\` running?`,
+      ExitCode.unavailable,
+      {
+        cause: err,
+        hint: `${code}: check --server / JTH_SERVER (from ${conn.sources.server})`,
+      },
+    );
+  }
+  if (/CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_/.test(code)) {
+    return new CliError(Codes.UNAUTHENTICATED, `TLS handshake with ${url} failed: ${msg}`, ExitCode.noPerm, {
+      cause: err,
+      hint: tlsHint(code, conn),
+    });
+  }
+  if (code === 'ECONNRESET' || code === 'EPIPE') {
+    return new CliError(
+      Codes.HOST_UNSUPPORTED,
+      `Connection to ${url} was reset: ${msg}`,
+      ExitCode.unavailable,
+      {
+        cause: err,
+        hint: `If this repeats, the server may be refusing the client certificate "${conn.cert}"`,
+      },
+    );
+  }
+  return new CliError(Codes.HOST_UNSUPPORTED, `Request to ${url} failed: ${msg}`, ExitCode.unavailable, {
+    cause: err,
+  });
+}
+
+function exitForStatus(status: number): number {
+  if (status === 401 || status === 403) return ExitCode.noPerm;
+  if (status === 429 || status === 503) return ExitCode.tempFail;
+  return ExitCode.failure;
+}
+
+/** A CliError from an API error answer `{ error: { code, message, hint? } }`. */
+export function apiError(status: number, body: string): CliError {
+  let parsed: { error?: { code?: string; message?: string; hint?: string } } | undefined;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    // Not JSON: a proxy or a crash. Show the start of what came back.
+  }
+  const e = parsed?.error;
+  const message = e?.message ?? `Server answered ${status}${body ? `: ${body.slice(0, 200)}` : ''}`;
+  return new CliError((e?.code ?? Codes.BAD_REQUEST) as ErrorCode, message, exitForStatus(status), {
+    status,
+    ...(e?.hint ? { hint: e.hint } : {}),
+  });
+}
+
+function readCredential(path: string, what: string, flag: string, source: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new CliError(
+      Codes.UNAUTHENTICATED,
+      `Cannot read ${what} "${path}" (from ${source}): ${(err as Error).message}`,
+      ExitCode.noPerm,
+      {
+        hint: `Check ${flag}, or create credentials with \`jth pki client\``,
+      },
+    );
+  }
+}
+
+export interface RequestOptions {
+  body?: unknown;
+  signal?: AbortSignal;
+}
+
+/** A client for one server. Call `close()` when done so keep-alive sockets do not linger. */
+export class ApiClient {
+  readonly conn: Connection;
+  readonly #agent: Agent;
+
+  constructor(conn: Connection) {
+    this.conn = conn;
+    this.#agent = new Agent({
+      keepAlive: true,
+      cert: readCredential(conn.cert, 'client certificate', '--cert / JTH_CERT', conn.sources.cert),
+      key: readCredential(conn.key, 'client key', '--key / JTH_KEY', conn.sources.key),
+      ca: readCredential(conn.ca, 'CA certificate', '--ca / JTH_CA', conn.sources.ca),
+      minVersion: 'TLSv1.3',
+    });
+  }
+
+  /** Send a request; resolves with the response once headers arrive. Non-2xx answers throw. */
+  async open(method: string, path: string, options: RequestOptions = {}): Promise<IncomingMessage> {
+    const url = new URL(path, this.conn.server);
+    const payload = options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body));
+    const host = url.hostname.replace(/^\[|\]$/g, '');
+    const res = await new Promise<IncomingMessage>((resolvePromise, reject) => {
+      const req = request(url, {
+        method,
+        agent: this.#agent,
+        // RFC 6066 forbids an IP address as SNI; Node still checks the IP against the cert's SANs.
+        ...(isIP(host) ? {} : { servername: host }),
+        headers: {
+          accept: 'application/json, application/x-jth-frames',
+          ...(payload
+            ? { 'content-type': 'application/json', 'content-length': String(payload.byteLength) }
+            : {}),
+        },
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      req.once('response', resolvePromise);
+      req.once('error', (err) => reject(connectionError(err, this.conn)));
+      req.end(payload);
+    });
+    if (res.statusCode === undefined || res.statusCode < 200 || res.statusCode >= 300) {
+      const body = await readBody(res);
+      throw apiError(res.statusCode ?? 0, body.toString('utf8'));
+    }
+    return res;
+  }
+
+  /** A JSON request. */
+  async json<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
+    const res = await this.open(method, path, options);
+    const body = await readBody(res);
+    try {
+      return JSON.parse(body.toString('utf8')) as T;
+    } catch {
+      throw new CliError(
+        Codes.BAD_REQUEST,
+        `Server sent invalid JSON for ${method} ${path}`,
+        ExitCode.failure,
+        {
+          hint: 'Check the server URL points at jth',
+        },
+      );
+    }
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+}
+
+async function readBody(res: IncomingMessage): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const chunk of res) parts.push(chunk as Buffer);
+  return Buffer.concat(parts);
+}
+
+export interface FollowOptions {
+  /** Frame boundary to start from. @default 0 */
+  offset?: number;
+  /** Keep streaming until the end frame. @default true */
+  follow?: boolean;
+  signal?: AbortSignal;
+  /** Called for every frame except `end`, in order. May return a promise to apply backpressure. */
+  onFrame(frame: Frame): void | Promise<void>;
+  /** Reconnects allowed after the stream drops before its end frame, resuming at the last boundary. @default 5 */
+  retries?: number;
+}
+
+/**
+ * Read a job's framed output from `offset`, calling `onFrame` for each frame, and return the final
+ * record from the end frame. A dropped connection resumes from the last whole frame, so no byte is
+ * shown twice. Without `follow`, returns `null` when the server's stream ends before the job does.
+ */
+export async function followOutput<R = unknown>(
+  client: ApiClient,
+  id: string,
+  options: FollowOptions,
+): Promise<R | null> {
+  const { follow = true, signal, onFrame } = options;
+  let retries = options.retries ?? 5;
+  let offset = options.offset ?? 0;
+  for (;;) {
+    const decoder = new FrameDecoder();
+    const query = `offset=${offset}${follow ? '' : '&follow=0'}`;
+    try {
+      const res = await client.open(
+        'GET',
+        `/v1/jobs/${encodeURIComponent(id)}/output?${query}`,
+        signal ? { signal } : {},
+      );
+      for await (const chunk of res) {
+        for (const frame of decoder.push(chunk as Uint8Array)) {
+          if (frame.type === FrameType.end) {
+            res.destroy();
+            return frameJson<R>(frame);
+          }
+          await onFrame(frame);
+        }
+      }
+      if (!follow) return null;
+    } catch (err) {
+      // Only a lost connection is worth resuming; API answers and corrupt frames are final.
+      if (signal?.aborted || (err instanceof JthError && !(err instanceof CliError))) throw err;
+      const e = connectionError(err, client.conn);
+      if (e.exitCode !== ExitCode.unavailable || retries <= 0) throw e;
+    }
+    // The stream ended or dropped before the end frame: resume from the last whole frame.
+    offset += decoder.offset;
+    if (retries-- <= 0) {
+      throw new CliError(
+        Codes.HOST_UNSUPPORTED,
+        `Output stream of job ${id} ended before the job did`,
+        ExitCode.unavailable,
+        {
+          hint: `Resume with \`jth logs ${id} --follow --offset ${offset}\``,
+        },
+      );
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}

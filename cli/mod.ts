@@ -1,0 +1,360 @@
+/**
+ * @module
+ * The `jth` command line. `main(argv)` parses with commander and returns the exit code; every command
+ * loads its own modules lazily, so `jth invoke` does not pay for the server, and `jth jobs` does not pay
+ * for esbuild. Exit codes are listed in `./exit.ts`.
+ */
+import { existsSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { ErrorCode } from '../core/errors.ts';
+import type { ConnectionFlags } from './connection.ts';
+import { CliError, ExitCode } from './exit.ts';
+import { defaultIo, type Io, reportError, writeOut } from './output.ts';
+
+export { ExitCode } from './exit.ts';
+
+/**
+ * Import a heavy part of jth by name. From `dist/cli.mjs` the prebuilt `dist/<name>.mjs` is used when
+ * present; otherwise the TypeScript source is loaded through tsx. The specifier is computed so that
+ * bundling the CLI does not inline the server.
+ */
+export async function loadPart<T>(name: 'server' | 'doctor' | 'pki'): Promise<T> {
+  const source = {
+    server: '../server/mod.ts',
+    doctor: '../server/doctor.ts',
+    pki: '../plugins/auth-mtls/pki.ts',
+  }[name];
+  if (import.meta.url.endsWith('.mjs')) {
+    const built = new URL(`./${name}.mjs`, import.meta.url);
+    if (existsSync(built)) return (await import(built.href)) as T;
+    const { register } = await import('tsx/esm/api');
+    register();
+  }
+  const url = new URL(source, import.meta.url);
+  if (!existsSync(url)) {
+    throw new CliError(
+      ErrorCode.HOST_UNSUPPORTED,
+      `This build of jth has no ${name} module (${url.pathname})`,
+      ExitCode.failure,
+      {
+        hint: 'Run from a full checkout of jth, or rebuild with `npm run build`',
+      },
+    );
+  }
+  return (await import(url.href)) as T;
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+interface PkiModule {
+  initCa(o: { dir: string; key?: string; days?: number; force?: boolean }): Promise<unknown>;
+  issueServer(o: { dir: string; hosts: string[]; ips: string[]; days?: number }): Promise<unknown>;
+  issueClient(o: {
+    dir: string;
+    user: string;
+    role: 'user' | 'admin';
+    days?: number;
+    p12?: boolean;
+  }): Promise<unknown>;
+  revoke(o: { dir: string; serial: string }): Promise<unknown>;
+}
+
+/** Print what a pki function returned: a string as is, an object as `key: value` lines or JSON. */
+async function printPkiResult(io: Io, value: unknown, json: boolean): Promise<void> {
+  if (value === undefined || value === null) return;
+  if (json || typeof value !== 'object') {
+    await writeOut(io.stdout, `${typeof value === 'string' ? value : JSON.stringify(value, null, 2)}\n`);
+    return;
+  }
+  const lines = Object.entries(value as Record<string, unknown>).map(
+    ([k, v]) => `${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`,
+  );
+  await writeOut(io.stdout, `${lines.join('\n')}\n`);
+}
+
+function parseDays(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) {
+    throw new CliError(ErrorCode.BAD_REQUEST, `Invalid --days "${value}"`, ExitCode.usage, {
+      hint: 'Use a whole number of days, e.g. 365',
+    });
+  }
+  return n;
+}
+
+function buildProgram(io: Io, setCode: (code: number) => void): Command {
+  const program = new Command('jth')
+    .description('Jobber the Hut: run functions and scripts on a jth server')
+    .version('0.1.0', '-V, --version')
+    .option('--server <url>', 'server URL (env JTH_SERVER)')
+    .option('--cert <file>', 'client certificate, PEM (env JTH_CERT)')
+    .option('--key <file>', 'client key, PEM (env JTH_KEY)')
+    .option('--ca <file>', 'CA certificate that signed the server, PEM (env JTH_CA)')
+    .option(
+      '--profile <file>',
+      'profile JSON { server, cert, key, ca } (env JTH_PROFILE, default ~/.config/jth/profile.json)',
+    )
+    .showHelpAfterError('(run `jth --help` for usage)')
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => io.stderr.write(s),
+    });
+
+  const flagsOf = (cmd: Command): ConnectionFlags => {
+    const o = cmd.optsWithGlobals<ConnectionFlags>();
+    return { server: o.server, cert: o.cert, key: o.key, ca: o.ca, profile: o.profile };
+  };
+
+  program
+    .command('server')
+    .description('start the jth server')
+    .option('--config <file>', 'config file (default: built-in defaults)')
+    .action(async (opts: { config?: string }) => {
+      type ServerModule = typeof import('../server/mod.ts');
+      const { startServer } = await loadPart<ServerModule>('server');
+      const server = await startServer(opts.config ? { configPath: opts.config } : {});
+      io.stderr.write(`jth: listening on ${server.url}\n`);
+      for (const note of server.notes) io.stderr.write(`jth: note: ${note}\n`);
+      const shutdown = () => {
+        process.off('SIGINT', shutdown);
+        process.off('SIGTERM', shutdown);
+        server.close().catch((err: unknown) => reportError(io, err));
+      };
+      process.on('SIGINT', shutdown);
+      process.on('SIGTERM', shutdown);
+      setCode(ExitCode.ok);
+    });
+
+  program
+    .command('invoke')
+    .description('bundle FILE, run it on the server, stream its output and exit with its exit code')
+    .argument('<file>', 'entry file (.js, .mjs, .ts); a default export makes it a function job')
+    .option('--data <json|@file>', 'input: a function argument or a script stdin (@- reads stdin)')
+    .option('--path <path>', 'request path, for a module exporting { fetch }')
+    .option('--method <method>', 'request method (default GET)')
+    .option('--header <k:v>', 'request header, repeatable', collect)
+    .addOption(new Option('--runtime <name>', 'runtime').choices(['node', 'deno']))
+    .option('--timeout <duration>', 'wall-clock timeout, e.g. 30s, 2m')
+    .option('--memory <size>', 'memory limit, e.g. 256M')
+    .option('--cpus <n>', 'CPU limit in cores, e.g. 0.5')
+    .option('--network', 'allow the job to reach the network')
+    .option('--detach', 'print the job id and exit without waiting')
+    .option('--json', 'print the final job record as JSON instead of the result')
+    .addHelpText(
+      'after',
+      "\nExit codes: the job's own code; 124 timed out, 240 out of memory, 241 pids exhausted, 242 stopped,\n243 infra error, 128+N killed by signal N; 2 usage, 65 bundle error, 69 cannot connect, 75 retry later,\n77 TLS or auth refused.",
+    )
+    .action(async (file: string, opts, cmd: Command) => {
+      const { invoke } = await import('./invoke.ts');
+      setCode(await invoke(file, opts, { io, flags: flagsOf(cmd) }));
+    });
+
+  program
+    .command('jobs')
+    .description('list your jobs (a table on a TTY, tab-separated when piped)')
+    .option('--all', "all users' jobs (admins)")
+    .option('--json', 'JSON output')
+    .action(async (opts, cmd: Command) => {
+      const { listJobs } = await import('./jobs.ts');
+      setCode(await listJobs(opts, { io, flags: flagsOf(cmd) }));
+    });
+
+  program
+    .command('status')
+    .description('show one job')
+    .argument('<id>')
+    .option('--json', 'JSON output')
+    .action(async (id: string, opts, cmd: Command) => {
+      const { status } = await import('./jobs.ts');
+      setCode(await status(id, opts, { io, flags: flagsOf(cmd) }));
+    });
+
+  program
+    .command('logs')
+    .description("print a job's output (stdout to stdout, stderr to stderr)")
+    .argument('<id>')
+    .option('-f, --follow', 'keep streaming until the job ends')
+    .option('--offset <n>', 'start at this byte offset of the log (a frame boundary)')
+    .action(async (id: string, opts: { follow?: boolean; offset?: string }, cmd: Command) => {
+      const [{ logs }, { parseOffset }] = await Promise.all([import('./jobs.ts'), import('./parse.ts')]);
+      const offset = opts.offset === undefined ? 0 : parseOffset(opts.offset);
+      setCode(await logs(id, { follow: opts.follow === true, offset }, { io, flags: flagsOf(cmd) }));
+    });
+
+  program
+    .command('stop')
+    .description('stop a job')
+    .argument('<id>')
+    .option('--json', 'JSON output')
+    .action(async (id: string, opts, cmd: Command) => {
+      const { stop } = await import('./jobs.ts');
+      setCode(await stop(id, opts, { io, flags: flagsOf(cmd) }));
+    });
+
+  program
+    .command('artifacts')
+    .description("list a job's artifacts, or download them all with --out")
+    .argument('<id>')
+    .option('--out <dir>', 'download every artifact into DIR')
+    .option('--json', 'JSON output')
+    .action(async (id: string, opts, cmd: Command) => {
+      const { artifacts } = await import('./jobs.ts');
+      setCode(await artifacts(id, opts, { io, flags: flagsOf(cmd) }));
+    });
+
+  const pki = program.command('pki').description('manage the certificate authority for mutual TLS');
+  pki
+    .command('init')
+    .description('create a CA')
+    .requiredOption('--dir <dir>', 'PKI directory')
+    .addOption(
+      new Option('--key <type>', 'key type')
+        .choices(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096'])
+        .default('ec-p256'),
+    )
+    .option('--days <n>', 'validity in days', parseDays)
+    .option('--force', 'replace an existing CA')
+    .option('--json', 'JSON output')
+    .action(async (opts: { dir: string; key: string; days?: number; force?: boolean; json?: boolean }) => {
+      const m = await loadPart<PkiModule>('pki');
+      const r = await m.initCa({
+        dir: opts.dir,
+        key: opts.key,
+        force: opts.force === true,
+        ...(opts.days ? { days: opts.days } : {}),
+      });
+      await printPkiResult(io, r, opts.json === true);
+      setCode(ExitCode.ok);
+    });
+  pki
+    .command('server')
+    .description('issue a server certificate')
+    .requiredOption('--dir <dir>', 'PKI directory')
+    .option('--host <name>', 'DNS name, repeatable', collect)
+    .option('--ip <addr>', 'IP address, repeatable', collect)
+    .option('--days <n>', 'validity in days', parseDays)
+    .option('--json', 'JSON output')
+    .action(async (opts: { dir: string; host?: string[]; ip?: string[]; days?: number; json?: boolean }) => {
+      if (!opts.host?.length && !opts.ip?.length) {
+        throw new CliError(ErrorCode.BAD_REQUEST, 'A server certificate needs a name', ExitCode.usage, {
+          hint: 'Pass --host NAME and/or --ip ADDR',
+        });
+      }
+      const m = await loadPart<PkiModule>('pki');
+      const r = await m.issueServer({
+        dir: opts.dir,
+        hosts: opts.host ?? [],
+        ips: opts.ip ?? [],
+        ...(opts.days ? { days: opts.days } : {}),
+      });
+      await printPkiResult(io, r, opts.json === true);
+      setCode(ExitCode.ok);
+    });
+  pki
+    .command('client')
+    .description('issue a client certificate for a user')
+    .requiredOption('--dir <dir>', 'PKI directory')
+    .requiredOption('--user <name>', 'user name')
+    .addOption(new Option('--role <role>', 'role').choices(['user', 'admin']).default('user'))
+    .option('--days <n>', 'validity in days', parseDays)
+    .option('--p12', 'also write a PKCS#12 bundle')
+    .option('--json', 'JSON output')
+    .action(
+      async (opts: {
+        dir: string;
+        user: string;
+        role: 'user' | 'admin';
+        days?: number;
+        p12?: boolean;
+        json?: boolean;
+      }) => {
+        const m = await loadPart<PkiModule>('pki');
+        const r = await m.issueClient({
+          dir: opts.dir,
+          user: opts.user,
+          role: opts.role,
+          p12: opts.p12 === true,
+          ...(opts.days ? { days: opts.days } : {}),
+        });
+        await printPkiResult(io, r, opts.json === true);
+        setCode(ExitCode.ok);
+      },
+    );
+  pki
+    .command('revoke')
+    .description('revoke a certificate by serial number')
+    .requiredOption('--dir <dir>', 'PKI directory')
+    .argument('<serial>', 'serial number (hex)')
+    .option('--json', 'JSON output')
+    .action(async (serial: string, opts: { dir: string; json?: boolean }) => {
+      const m = await loadPart<PkiModule>('pki');
+      await printPkiResult(io, await m.revoke({ dir: opts.dir, serial }), opts.json === true);
+      setCode(ExitCode.ok);
+    });
+
+  program
+    .command('doctor')
+    .description('check what this host can enforce')
+    .option('--json', 'JSON output')
+    .action(async (opts: { json?: boolean }) => {
+      setCode(await doctor(io, opts.json === true));
+    });
+
+  return program;
+}
+
+interface DoctorCheck {
+  name: string;
+  ok: boolean;
+  detail?: string;
+}
+
+/** Run `server/doctor.ts` and print its report. Accepts a string, a list of checks, or `{ ok, checks }`. */
+async function doctor(io: Io, json: boolean): Promise<number> {
+  const m = await loadPart<Record<string, unknown>>('doctor');
+  const fn = (m.doctor ?? m.runDoctor ?? m.default) as (() => unknown) | undefined;
+  if (typeof fn !== 'function') {
+    throw new CliError(
+      ErrorCode.HOST_UNSUPPORTED,
+      'server/doctor.ts exports no doctor() function',
+      ExitCode.failure,
+    );
+  }
+  const report = await fn();
+  if (json || typeof report !== 'object' || report === null) {
+    await writeOut(io.stdout, `${typeof report === 'string' ? report : JSON.stringify(report, null, 2)}\n`);
+    return ExitCode.ok;
+  }
+  const checks = (
+    Array.isArray(report) ? report : ((report as { checks?: DoctorCheck[] }).checks ?? [])
+  ) as DoctorCheck[];
+  for (const c of checks)
+    await writeOut(io.stdout, `${c.ok ? 'ok  ' : 'FAIL'}  ${c.name}${c.detail ? `: ${c.detail}` : ''}\n`);
+  const ok = (report as { ok?: boolean }).ok ?? checks.every((c) => c.ok);
+  return ok ? ExitCode.ok : ExitCode.failure;
+}
+
+/** Run the CLI with `argv` (without node and the script); resolves with the exit code. */
+export async function main(argv: string[], io: Io = defaultIo()): Promise<number> {
+  let code: number = ExitCode.ok;
+  const program = buildProgram(io, (c) => {
+    code = c;
+  });
+  if (argv.length === 0) {
+    program.outputHelp();
+    return ExitCode.usage;
+  }
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version "errors" are successes; everything else commander reports is a usage error.
+      return err.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
+    }
+    return reportError(io, err);
+  }
+}
