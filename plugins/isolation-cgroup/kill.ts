@@ -1,0 +1,151 @@
+/**
+ * @module
+ * Killing every process of a cgroup and removing it, as crun does: write `cgroup.kill` (kernel 5.14+,
+ * Documentation/admin-guide/cgroup-v2.rst); only when that file is missing, freeze the cgroup, SIGKILL each
+ * pid and thaw. Removal treats ENOENT as success and retries EBUSY with a bounded backoff, because a cgroup
+ * stays busy for a moment after its last task has been killed.
+ */
+import { readdir, rmdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ErrorCode, JthError } from '../../core/errors.ts';
+import { errnoCode, readCgroupFile, writeCgroupFile } from './_fs.ts';
+import { parseFlatKeyed } from './events.ts';
+
+/** Options of {@link killAndRemove} and the helpers it is made of. */
+export interface KillOptions {
+  /**
+   * How long to wait for the cgroup to empty after the kill, in ms.
+   * @default 5000
+   */
+  timeoutMs?: number;
+  /**
+   * How many times `rmdir` is tried while the cgroup is busy (EBUSY).
+   * @default 10
+   */
+  rmdirAttempts?: number;
+  /**
+   * The first delay between `rmdir` attempts in ms; it doubles after each attempt.
+   * @default 5
+   */
+  backoffMs?: number;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The pids listed in `cgroup.procs`, or none when the cgroup is gone. */
+export async function listPids(dir: string): Promise<number[]> {
+  const text = await readCgroupFile(dir, 'cgroup.procs');
+  if (text === undefined) return [];
+  return text
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map(Number);
+}
+
+/** The child cgroups of `dir` (subdirectories), or none when it is gone. */
+export async function childCgroups(dir: string): Promise<string[]> {
+  try {
+    const entries = await readdir(dir, { withFileTypes: true });
+    return entries.filter((e) => e.isDirectory()).map((e) => join(dir, e.name));
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return [];
+    throw err;
+  }
+}
+
+/** Whether the cgroup or any descendant has a live process (`populated` of `cgroup.events`). */
+export async function isPopulated(dir: string): Promise<boolean> {
+  const text = await readCgroupFile(dir, 'cgroup.events');
+  if (text !== undefined) return parseFlatKeyed(text).populated === 1;
+  return (await listPids(dir)).length > 0;
+}
+
+/** Freeze, SIGKILL every pid of the subtree, thaw: for kernels without `cgroup.kill`. */
+async function freezeAndKill(dir: string): Promise<void> {
+  // cgroup.freeze: kernel 5.2+. Frozen tasks cannot fork, so the pid list cannot grow under us.
+  const canFreeze = (await readCgroupFile(dir, 'cgroup.freeze')) !== undefined;
+  if (canFreeze) await writeCgroupFile(dir, 'cgroup.freeze', '1');
+  try {
+    const queue = [dir];
+    while (queue.length > 0) {
+      const cg = queue.pop()!;
+      for (const pid of await listPids(cg)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch (err) {
+          if (errnoCode(err) !== 'ESRCH') throw err;
+        }
+      }
+      queue.push(...(await childCgroups(cg)));
+    }
+  } finally {
+    // SIGKILL takes effect once the tasks run again
+    if (canFreeze) await writeCgroupFile(dir, 'cgroup.freeze', '0').catch(() => undefined);
+  }
+}
+
+/**
+ * SIGKILL every process of the cgroup at `dir` and its descendants, forked daemons included. Resolves at
+ * once; use {@link waitEmpty} to know they are gone. A cgroup that does not exist has nothing to kill.
+ */
+export async function killAll(dir: string): Promise<void> {
+  try {
+    await writeCgroupFile(dir, 'cgroup.kill', '1');
+    return;
+  } catch (err) {
+    if (errnoCode(err) !== 'ENOENT') throw err;
+  }
+  if ((await readCgroupFile(dir, 'cgroup.procs')) === undefined) return;
+  await freezeAndKill(dir);
+}
+
+/** Wait until the cgroup has no live process. False when `timeoutMs` ran out first. */
+export async function waitEmpty(dir: string, options: Pick<KillOptions, 'timeoutMs'> = {}): Promise<boolean> {
+  const { timeoutMs = 5000 } = options;
+  const deadline = Date.now() + timeoutMs;
+  let delay = 1;
+  while (await isPopulated(dir)) {
+    if (Date.now() >= deadline) return false;
+    await sleep(delay);
+    delay = Math.min(delay * 2, 50);
+  }
+  return true;
+}
+
+/**
+ * Remove the cgroup at `dir` and its descendant cgroups, leaves first. ENOENT is success (already gone);
+ * EBUSY (still has tasks) is retried with a doubling delay, then reported.
+ */
+export async function removeCgroup(dir: string, options: KillOptions = {}): Promise<void> {
+  const { rmdirAttempts = 10, backoffMs = 5 } = options;
+  for (const child of await childCgroups(dir)) await removeCgroup(child, options);
+  let delay = backoffMs;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await rmdir(dir);
+      return;
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOENT') return;
+      if (code !== 'EBUSY' || attempt >= rmdirAttempts) {
+        throw new JthError(
+          ErrorCode.PLUGIN_ERROR,
+          `Cannot remove cgroup ${dir} after ${attempt} attempts (${code ?? String(err)}): ` +
+            'a process is still in it; find it with "cat cgroup.procs" there and kill it',
+          { cause: err },
+        );
+      }
+      await sleep(delay);
+      delay *= 2;
+    }
+  }
+}
+
+/** Kill every process of the cgroup at `dir`, wait for it to empty, and remove it. Idempotent. */
+export async function killAndRemove(dir: string, options: KillOptions = {}): Promise<void> {
+  await killAll(dir);
+  await waitEmpty(dir, options);
+  await removeCgroup(dir, options);
+}
