@@ -9,7 +9,7 @@
  *     testIsolationPlugin({ name: 'my-sandbox', create: () => myPlugin.create({}, ctx) });
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { JthError } from '../../core/errors.ts';
@@ -69,6 +69,8 @@ export function makeJobDir(bundle = 'console.log("hello from conformance")'): {
   root: string;
 } {
   const root = mkdtempSync('/var/tmp/jth-conf-');
+  // As the server's state dir: traverse-only, so a sandboxed job uid can reach its own app dir.
+  chmodSync(root, 0o711);
   const jobDir = path.join(root, 'job');
   const plan = createPlan(jobDir);
   mkdirSync(jobDir, { mode: 0o711 });

@@ -1,0 +1,269 @@
+/**
+ * @module
+ * `npm run bench`: jth against baselines measured in the same run, reported as ratios with medians and
+ * spread (the machines are noisy, so absolute numbers mean little). Baselines start with a clean
+ * environment (no NODE_EXTRA_CA_CERTS). Prints a table and writes JSON to bench/results/.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { issueClient } from '../plugins/auth-mtls/pki.ts';
+import { denoBinary } from '../server/host.ts';
+import { bundleSource, call, type Identity, submit, watch } from '../test/helpers/server.ts';
+
+const N = Number(process.env.JTH_BENCH_N ?? 20);
+const root = path.resolve(import.meta.dirname, '..');
+const work = mkdtempSync('/var/tmp/jth-bench-');
+chmodSync(work, 0o711);
+const CLEAN_ENV = {
+  PATH: '/usr/local/bin:/usr/bin:/bin',
+  HOME: process.env.HOME ?? '/root',
+  LANG: 'C.UTF-8',
+};
+
+interface Stat {
+  median: number;
+  p10: number;
+  p90: number;
+  p99: number;
+  n: number;
+}
+
+function stat(xs: number[]): Stat {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p: number) => s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
+  return { median: q(0.5), p10: q(0.1), p90: q(0.9), p99: q(0.99), n: s.length };
+}
+
+function progress(msg: string): void {
+  process.stderr.write(`bench: ${msg}\n`);
+}
+
+/** Wall time of one process from spawn to exit, in ms. */
+function timeSpawn(cmd: string, args: string[], env: Record<string, string> = CLEAN_ENV): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const t0 = process.hrtime.bigint();
+    const child = spawn(cmd, args, { env, stdio: ['ignore', 'ignore', 'pipe'], cwd: work });
+    let err = '';
+    child.stderr.on('data', (c) => (err += c));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code !== 0) return reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${err}`));
+      resolve(Number(process.hrtime.bigint() - t0) / 1e6);
+    });
+  });
+}
+
+async function repeat(n: number, f: () => Promise<number>): Promise<number[]> {
+  await f(); // warm-up, not counted
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(await f());
+  return out;
+}
+
+function startServer(configFile: string): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [path.join(root, 'bin/jth.mjs'), 'server', '--config', configFile], {
+    cwd: root,
+    env: CLEAN_ENV,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  return new Promise((resolve, reject) => {
+    let err = '';
+    child.stderr!.on('data', (c) => {
+      err += c;
+      const m = /listening on (https:\/\/\S+)/.exec(err);
+      if (m) resolve({ child, url: m[1]! });
+    });
+    child.on('exit', (code) => reject(new Error(`server exited ${code}: ${err}`)));
+  });
+}
+
+function rssKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m?.[1] ?? 0);
+}
+
+async function main(): Promise<void> {
+  const hello = path.join(work, 'hello.mjs');
+  const helloTs = path.join(work, 'hello.ts');
+  writeFileSync(hello, "console.log('hello');\n");
+  writeFileSync(helloTs, "const who: string = 'hello';\nconsole.log(who);\n");
+  const rows: Array<{
+    name: string;
+    value: Stat | number;
+    unit: string;
+    baseline?: string;
+    ratio?: number;
+    target?: string;
+  }> = [];
+
+  progress(`baselines: node hello.mjs and deno run hello.ts, ${N} runs each (clean env)`);
+  const nodeBare = stat(await repeat(N, () => timeSpawn(process.execPath, [hello])));
+  rows.push({ name: 'node hello.mjs (baseline)', value: nodeBare, unit: 'ms' });
+  const deno = denoBinary();
+  const denoBare = deno
+    ? stat(
+        await repeat(N, () =>
+          timeSpawn(deno, ['run', '--no-prompt', helloTs], { ...CLEAN_ENV, DENO_NO_UPDATE_CHECK: '1' }),
+        ),
+      )
+    : null;
+  if (denoBare) rows.push({ name: 'deno run hello.ts (baseline)', value: denoBare, unit: 'ms' });
+
+  const stateDir = path.join(work, 'state');
+  const configFile = path.join(work, 'jth.config.json');
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      server: { stateDir, port: 0, host: '127.0.0.1', logLevel: 'warn', outputCap: '1G' },
+      limits: { concurrency: 64, max: { memory: '8G', timeout: '10m' }, defaults: { timeout: '5m' } },
+    }),
+  );
+  progress('starting jth server (embedded-default plugins for this host)');
+  const server = await startServer(configFile);
+  const issued = await issueClient({ dir: path.join(stateDir, 'pki'), user: 'bench' });
+  const who: Identity = {
+    cert: readFileSync(issued.certPath),
+    key: readFileSync(issued.keyPath),
+    ca: readFileSync(path.join(stateDir, 'pki', 'ca.crt')),
+    serial: issued.serial,
+  };
+  const env = {
+    ...CLEAN_ENV,
+    JTH_SERVER: server.url,
+    JTH_CERT: issued.certPath,
+    JTH_KEY: issued.keyPath,
+    JTH_CA: path.join(stateDir, 'pki', 'ca.crt'),
+  };
+  const plugins = (await call(server.url, who, { path: '/v1/whoami' })).status === 200 ? 'ok' : 'auth failed';
+  progress(`server at ${server.url} (${plugins})`);
+
+  progress(`jth invoke hello.ts end to end, ${N} runs`);
+  const invoke = stat(
+    await repeat(N, () =>
+      timeSpawn(process.execPath, [path.join(root, 'bin/jth.mjs'), 'invoke', helloTs], env),
+    ),
+  );
+  rows.push({
+    name: 'jth invoke hello.ts (end to end)',
+    value: invoke,
+    unit: 'ms',
+    baseline: 'node hello.mjs',
+    ratio: invoke.median / nodeBare.median,
+    target: '≤ 2.5×',
+  });
+  if (denoBare)
+    rows.push({
+      name: 'jth invoke hello.ts vs deno run',
+      value: invoke,
+      unit: 'ms',
+      baseline: 'deno run hello.ts',
+      ratio: invoke.median / denoBare.median,
+    });
+
+  progress(`server-side cold invoke (created → ended), ${N} jobs`);
+  const bundle = await bundleSource("console.log('hello');");
+  const serverSide: number[] = [];
+  const toStart: number[] = [];
+  for (let i = 0; i <= N; i++) {
+    const id = await submit(server.url, who, { bundle });
+    const w = await watch(server.url, who, id);
+    if (i === 0) continue;
+    const c = Date.parse(w.end.createdAt);
+    serverSide.push(Date.parse(w.end.endedAt!) - c);
+    if (w.end.startedAt) toStart.push(Date.parse(w.end.startedAt) - c);
+  }
+  const cold = stat(serverSide);
+  rows.push({
+    name: 'server-side cold invoke, full plugin set',
+    value: cold,
+    unit: 'ms',
+    baseline: 'node hello.mjs',
+    ratio: cold.median / nodeBare.median,
+    target: '≤ 1.3×',
+  });
+  rows.push({ name: '  of which created → running (isolate+spawn)', value: stat(toStart), unit: 'ms' });
+
+  progress('20 concurrent invokes vs 20 concurrent bare spawns');
+  const t0 = Date.now();
+  await Promise.all(Array.from({ length: 20 }, () => timeSpawn(process.execPath, [hello])));
+  const bareWall = Date.now() - t0;
+  const lat: number[] = [];
+  const t1 = Date.now();
+  const states = await Promise.all(
+    Array.from({ length: 20 }, async () => {
+      const s = Date.now();
+      const id = await submit(server.url, who, { bundle });
+      const w = await watch(server.url, who, id);
+      lat.push(Date.now() - s);
+      return w.end.state;
+    }),
+  );
+  const jthWall = Date.now() - t1;
+  const ok = states.filter((s) => s === 'succeeded').length;
+  rows.push({ name: '20 concurrent invokes: succeeded', value: ok, unit: 'of 20', target: 'all' });
+  rows.push({
+    name: '20 concurrent invokes: throughput',
+    value: 20_000 / jthWall,
+    unit: 'jobs/s',
+    baseline: '20 bare spawns',
+    ratio: bareWall / jthWall,
+    target: '≥ 0.8×',
+  });
+  rows.push({ name: '20 concurrent invokes: latency', value: stat(lat), unit: 'ms (p99 in spread)' });
+
+  progress('output streaming: 200 MB to one watcher, then to ten');
+  const rssIdle = rssKb(server.child.pid!, 'VmRSS');
+  const big = await bundleSource(
+    "import { writeSync } from 'node:fs'; const b = Buffer.alloc(1 << 20, 97); for (let i = 0; i < 200; i++) { let o = 0; while (o < b.length) o += writeSync(1, b, o); }",
+  );
+  for (const watchers of [1, 10]) {
+    const id = await submit(server.url, who, { bundle: big });
+    const s = Date.now();
+    const ws = await Promise.all(Array.from({ length: watchers }, () => watch(server.url, who, id)));
+    const secs = (Date.now() - s) / 1000;
+    const mb = ws.reduce((a, w) => a + w.stdout.length, 0) / 1024 ** 2;
+    rows.push({
+      name: `streaming 200 MB to ${watchers} watcher${watchers > 1 ? 's' : ''}`,
+      value: mb / secs,
+      unit: 'MB/s (aggregate)',
+      target: watchers === 1 ? '≥ 100 MB/s' : undefined,
+    });
+  }
+  const hwm = rssKb(server.child.pid!, 'VmHWM');
+  rows.push({
+    name: 'server RSS idle → peak over the whole run',
+    value: hwm / 1024,
+    unit: `MiB (idle ${(rssIdle / 1024).toFixed(0)} MiB)`,
+    target: 'bounded',
+  });
+
+  server.child.kill('SIGTERM');
+  await new Promise((r) => server.child.once('exit', r));
+
+  const fmt = (v: Stat | number) =>
+    typeof v === 'number'
+      ? v.toFixed(1)
+      : `${v.median.toFixed(1)} [p10 ${v.p10.toFixed(1)}, p90 ${v.p90.toFixed(1)}, p99 ${v.p99.toFixed(1)}]`;
+  const lines = [
+    `| measure | value | unit | vs baseline | ratio | target |`,
+    `| --- | --- | --- | --- | --- | --- |`,
+    ...rows.map(
+      (r) =>
+        `| ${r.name} | ${fmt(r.value)} | ${r.unit} | ${r.baseline ?? ''} | ${r.ratio === undefined ? '' : `${r.ratio.toFixed(2)}×`} | ${r.target ?? ''} |`,
+    ),
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+  const outDir = path.join(root, 'bench', 'results');
+  mkdirSync(outDir, { recursive: true });
+  const file = path.join(outDir, `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  writeFileSync(file, JSON.stringify({ at: new Date().toISOString(), n: N, rows }, null, 2));
+  progress(`wrote ${path.relative(root, file)}`);
+}
+
+main()
+  .catch((err) => {
+    process.stderr.write(`bench: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exitCode = 1;
+  })
+  .finally(() => rmSync(work, { recursive: true, force: true }));
