@@ -1,31 +1,16 @@
 /**
  * @module
- * Test helpers of the CLI: a throw-away PKI made with @peculiar/x509 at test time (never committed), a
+ * Test helpers of the CLI: a throw-away PKI made with openssl at test time (never committed), a
  * tiny mutual-TLS 1.3 server with real certificates, and an in-memory `Io`.
  */
-import { webcrypto } from 'node:crypto';
-type CryptoKey = webcrypto.CryptoKey;
-type CryptoKeyPair = webcrypto.CryptoKeyPair;
+import { execFileSync } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
-import * as x509 from '@peculiar/x509';
 import type { Io } from './output.ts';
-
-x509.cryptoProvider.set(webcrypto as never);
-
-const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
-
-async function keyPair(): Promise<CryptoKeyPair> {
-  return (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
-}
-
-async function keyPem(key: CryptoKey): Promise<string> {
-  return x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', key), 'PRIVATE KEY');
-}
 
 export interface TestPki {
   ca: string;
@@ -35,59 +20,79 @@ export interface TestPki {
   clientKey: string;
 }
 
-/** Write a CA, a server cert for 127.0.0.1/localhost and a client cert into `dir`; returns the paths. */
+function openssl(args: string[], cwd: string): void {
+  execFileSync('openssl', args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/**
+ * Write a CA, a server cert for 127.0.0.1/localhost and a client cert into `dir` with the openssl CLI
+ * (EC P-256, valid one day); returns the paths. openssl rather than @peculiar/x509, because the latter
+ * needs a `reflect-metadata` polyfill that is not installed.
+ */
 export async function makePki(dir: string, options: { prefix?: string } = {}): Promise<TestPki> {
   const p = options.prefix ?? '';
-  const caKeys = await keyPair();
-  const ca = await x509.X509CertificateGenerator.createSelfSigned({
-    name: `CN=${p}jth test CA`,
-    keys: caKeys as never,
-    signingAlgorithm: ALG,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  openssl(
+    [
+      'req',
+      '-x509',
+      ...ec,
+      '-keyout',
+      `${p}ca.key`,
+      '-out',
+      `${p}ca.crt`,
+      '-subj',
+      `/CN=${p}jth test CA`,
+      '-days',
+      '1',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
     ],
-  });
-  const issue = async (cn: string, server: boolean) => {
-    const keys = await keyPair();
-    const cert = await x509.X509CertificateGenerator.create({
-      subject: `CN=${cn}`,
-      issuer: ca.subject,
-      publicKey: keys.publicKey as never,
-      signingKey: caKeys.privateKey as never,
-      signingAlgorithm: ALG,
-      extensions: [
-        new x509.BasicConstraintsExtension(false, undefined, true),
-        new x509.ExtendedKeyUsageExtension([
-          server ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth,
-        ]),
-        ...(server
-          ? [
-              new x509.SubjectAlternativeNameExtension([
-                { type: 'ip', value: '127.0.0.1' },
-                { type: 'dns', value: 'localhost' },
-              ]),
-            ]
-          : []),
+    dir,
+  );
+  const issue = async (name: string, cn: string, ext: string) => {
+    await writeFile(join(dir, `${p}${name}.ext`), `basicConstraints=CA:FALSE\n${ext}\n`);
+    openssl(
+      ['req', ...ec, '-keyout', `${p}${name}.key`, '-out', `${p}${name}.csr`, '-subj', `/CN=${cn}`],
+      dir,
+    );
+    openssl(
+      [
+        'x509',
+        '-req',
+        '-in',
+        `${p}${name}.csr`,
+        '-CA',
+        `${p}ca.crt`,
+        '-CAkey',
+        `${p}ca.key`,
+        '-set_serial',
+        String(Math.floor(Math.random() * 1e9)),
+        '-days',
+        '1',
+        '-extfile',
+        `${p}${name}.ext`,
+        '-out',
+        `${p}${name}.crt`,
       ],
-    });
-    return { cert: cert.toString('pem'), key: await keyPem(keys.privateKey) };
+      dir,
+    );
   };
-  const srv = await issue('localhost', true);
-  const cli = await issue('alice', false);
-  const paths: TestPki = {
+  await issue(
+    'server',
+    'localhost',
+    'extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost',
+  );
+  await issue('client', 'alice', 'extendedKeyUsage=clientAuth');
+  return {
     ca: join(dir, `${p}ca.crt`),
     serverCert: join(dir, `${p}server.crt`),
     serverKey: join(dir, `${p}server.key`),
     clientCert: join(dir, `${p}client.crt`),
     clientKey: join(dir, `${p}client.key`),
   };
-  await writeFile(paths.ca, ca.toString('pem'));
-  await writeFile(paths.serverCert, srv.cert);
-  await writeFile(paths.serverKey, srv.key, { mode: 0o600 });
-  await writeFile(paths.clientCert, cli.cert);
-  await writeFile(paths.clientKey, cli.key, { mode: 0o600 });
-  return paths;
 }
 
 export interface TestServer {

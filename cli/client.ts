@@ -44,8 +44,17 @@ function tlsHint(code: string, conn: Connection): string {
   return `The server certificate was not verified with the CA "${conn.ca}" (${conn.sources.ca}): check --ca / JTH_CA names the CA that issued it`;
 }
 
-/** Turn a request error into a CliError with the right exit code. */
-export function connectionError(err: unknown, conn: Connection): CliError {
+/**
+ * Turn a request error into a CliError with the right exit code. `afterHandshake` says the connection
+ * was made for this request and its TLS handshake had completed: a reset then is how a Node TLS 1.3
+ * server refuses a client certificate (it verifies after the handshake and destroys the socket, with no
+ * alert), so it maps to exit 77.
+ */
+export function connectionError(
+  err: unknown,
+  conn: Connection,
+  options: { afterHandshake?: boolean } = {},
+): CliError {
   if (err instanceof CliError) return err;
   const code = String((err as NodeJS.ErrnoException).code ?? '');
   const msg = err instanceof Error ? err.message : String(err);
@@ -66,6 +75,17 @@ export function connectionError(err: unknown, conn: Connection): CliError {
       cause: err,
       hint: tlsHint(code, conn),
     });
+  }
+  if ((code === 'ECONNRESET' || code === 'EPIPE') && options.afterHandshake) {
+    return new CliError(
+      Codes.UNAUTHENTICATED,
+      `${url} closed the connection right after the TLS handshake`,
+      ExitCode.noPerm,
+      {
+        cause: err,
+        hint: `The server probably refused the client certificate "${conn.cert}" (${conn.sources.cert}): check it was issued by the server's CA, is not revoked or expired`,
+      },
+    );
   }
   if (code === 'ECONNRESET' || code === 'EPIPE') {
     return new CliError(
@@ -160,8 +180,18 @@ export class ApiClient {
         },
         ...(options.signal ? { signal: options.signal } : {}),
       });
-      req.once('response', resolvePromise);
-      req.once('error', (err) => reject(connectionError(err, this.conn)));
+      let afterHandshake = false;
+      req.once('socket', (socket) => {
+        // Only a connection made for this request: a reused keep-alive socket says nothing about the cert.
+        socket.once('secureConnect', () => {
+          afterHandshake = true;
+        });
+      });
+      req.once('response', (r) => {
+        afterHandshake = false;
+        resolvePromise(r);
+      });
+      req.once('error', (err) => reject(connectionError(err, this.conn, { afterHandshake })));
       req.end(payload);
     });
     if (res.statusCode === undefined || res.statusCode < 200 || res.statusCode >= 300) {
@@ -208,7 +238,11 @@ export interface FollowOptions {
   signal?: AbortSignal;
   /** Called for every frame except `end`, in order. May return a promise to apply backpressure. */
   onFrame(frame: Frame): void | Promise<void>;
-  /** Reconnects allowed after the stream drops before its end frame, resuming at the last boundary. @default 5 */
+  /**
+   * Reconnects allowed after the stream drops before its end frame, resuming at the last boundary, with
+   * backoff from 250 ms (5 retries span ~8 s, enough for a server restart).
+   * @default 5
+   */
   retries?: number;
 }
 
@@ -225,6 +259,9 @@ export async function followOutput<R = unknown>(
   const { follow = true, signal, onFrame } = options;
   let retries = options.retries ?? 5;
   let offset = options.offset ?? 0;
+  // Resume only a stream that worked once: a server that was never reached is reported at once.
+  let connected = false;
+  let delay = 250;
   for (;;) {
     const decoder = new FrameDecoder();
     const query = `offset=${offset}${follow ? '' : '&follow=0'}`;
@@ -234,6 +271,7 @@ export async function followOutput<R = unknown>(
         `/v1/jobs/${encodeURIComponent(id)}/output?${query}`,
         signal ? { signal } : {},
       );
+      connected = true;
       for await (const chunk of res) {
         for (const frame of decoder.push(chunk as Uint8Array)) {
           if (frame.type === FrameType.end) {
@@ -248,7 +286,7 @@ export async function followOutput<R = unknown>(
       // Only a lost connection is worth resuming; API answers and corrupt frames are final.
       if (signal?.aborted || (err instanceof JthError && !(err instanceof CliError))) throw err;
       const e = connectionError(err, client.conn);
-      if (e.exitCode !== ExitCode.unavailable || retries <= 0) throw e;
+      if (e.exitCode !== ExitCode.unavailable || retries <= 0 || !connected) throw e;
     }
     // The stream ended or dropped before the end frame: resume from the last whole frame.
     offset += decoder.offset;
@@ -262,6 +300,7 @@ export async function followOutput<R = unknown>(
         },
       );
     }
-    await new Promise((r) => setTimeout(r, 300));
+    await new Promise((r) => setTimeout(r, delay));
+    delay *= 2;
   }
 }

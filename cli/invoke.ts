@@ -12,7 +12,7 @@ import { FrameType, frameJson } from '../server/frames.ts';
 import type { CreateJobBody, JobRecord } from './api.ts';
 import type { ConnectionFlags } from './connection.ts';
 import { CliError, ExitCode, exitCodeFor, isProcessOutcome } from './exit.ts';
-import { type Io, paint, useColor, writeOut } from './output.ts';
+import { type Io, noticeLine, paint, useColor, writeOut } from './output.ts';
 import { parseBytes, parseCpus, parseDuration, parseHeader } from './parse.ts';
 
 export interface InvokeOptions {
@@ -91,17 +91,6 @@ export async function printResult(result: FunctionResult | undefined, io: Io): P
     const e = result.error;
     io.stderr.write(`${e?.stack ?? `${e?.name ?? 'Error'}: ${e?.message ?? 'unknown error'}`}\n`);
   }
-}
-
-/** Describe a notice frame on stderr: output is never dropped silently. */
-export function noticeLine(notice: Record<string, unknown>): string {
-  if (notice.truncated) {
-    return `jth: output reached the cap of ${notice.capBytes} bytes; the rest was dropped`;
-  }
-  if (typeof notice.tornFrameBytes === 'number') {
-    return `jth: ${notice.tornFrameBytes} bytes of output were lost when the server stopped`;
-  }
-  return `jth: notice: ${JSON.stringify(notice)}`;
 }
 
 export interface InvokeContext {

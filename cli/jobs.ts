@@ -15,8 +15,7 @@ import { type ArtifactEntry, type JobRecord, toMs } from './api.ts';
 import { ApiClient, followOutput } from './client.ts';
 import { type ConnectionFlags, resolveConnection } from './connection.ts';
 import { CliError, ExitCode } from './exit.ts';
-import { noticeLine } from './invoke.ts';
-import { formatBytes, formatMs, formatTable, type Io, writeOut } from './output.ts';
+import { formatBytes, formatMs, formatTable, type Io, noticeLine, writeOut } from './output.ts';
 
 export interface CommandContext {
   io: Io;

@@ -96,3 +96,14 @@ export function formatBytes(n: number): string {
   }
   return `${v.toFixed(1)} ${units[u]}`;
 }
+
+/** Describe a notice frame on stderr: output is never dropped silently. */
+export function noticeLine(notice: Record<string, unknown>): string {
+  if (notice.truncated) {
+    return `jth: output reached the cap of ${notice.capBytes} bytes; the rest was dropped`;
+  }
+  if (typeof notice.tornFrameBytes === 'number') {
+    return `jth: ${notice.tornFrameBytes} bytes of output were lost when the server stopped`;
+  }
+  return `jth: notice: ${JSON.stringify(notice)}`;
+}
