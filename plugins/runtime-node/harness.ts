@@ -54,6 +54,14 @@ async function readStdin(): Promise<Uint8Array> {
       chunks.push(value);
     }
   } else if (proc) {
+    // A blocking read of fd 0 avoids building process.stdin (a stream, ~20 ms to set up). EAGAIN means
+    // the fd is non-blocking (e.g. a terminal or an inherited socket); the stream handles that case.
+    const fs = await import('node:fs');
+    try {
+      return fs.readFileSync(0);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EAGAIN') throw err;
+    }
     for await (const chunk of proc.stdin) chunks.push(chunk);
   }
   let size = 0;
@@ -119,6 +127,16 @@ function errorResult(err: unknown): {
     };
   }
   return { kind: 'error', error: { name: 'NonErrorThrown', message: String(err) } };
+}
+
+/**
+ * Duck-typed, not `instanceof Response`: under Node, the first touch of the `Response` global loads
+ * undici (~20 ms), which a function returning plain JSON should not pay.
+ */
+function isResponse(value: unknown): value is Response {
+  if (typeof value !== 'object' || value === null) return false;
+  const r = value as Partial<Response>;
+  return typeof r.status === 'number' && typeof r.arrayBuffer === 'function' && typeof r.headers === 'object';
 }
 
 async function responseResult(res: Response): Promise<unknown> {
@@ -191,7 +209,7 @@ async function main(): Promise<void> {
       const ctx = { jobId: env('JTH_JOB_ID'), user: env('JTH_USER'), artifactsDir: env('JTH_ARTIFACTS') };
       out = await (entry as (input: unknown, ctx: unknown) => unknown)(parseInput(data), ctx);
     }
-    result = out instanceof Response ? await responseResult(out) : valueResult(out);
+    result = isResponse(out) ? await responseResult(out) : valueResult(out);
   } catch (err) {
     console.error(err);
     result = errorResult(err);
