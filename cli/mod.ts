@@ -48,29 +48,18 @@ function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
-interface PkiModule {
-  initCa(o: { dir: string; key?: string; days?: number; force?: boolean }): Promise<unknown>;
-  issueServer(o: { dir: string; hosts: string[]; ips: string[]; days?: number }): Promise<unknown>;
-  issueClient(o: {
-    dir: string;
-    user: string;
-    role: 'user' | 'admin';
-    days?: number;
-    p12?: boolean;
-  }): Promise<unknown>;
-  revoke(o: { dir: string; serial: string }): Promise<unknown>;
-}
+type PkiModule = typeof import('../plugins/auth-mtls/pki.ts');
 
-/** Print what a pki function returned: a string as is, an object as `key: value` lines or JSON. */
-async function printPkiResult(io: Io, value: unknown, json: boolean): Promise<void> {
-  if (value === undefined || value === null) return;
-  if (json || typeof value !== 'object') {
-    await writeOut(io.stdout, `${typeof value === 'string' ? value : JSON.stringify(value, null, 2)}\n`);
+/** Print what a pki function returned as `key: value` lines (dates in ISO form), or as JSON. */
+async function printPkiResult(io: Io, value: object, json: boolean): Promise<void> {
+  if (json) {
+    await writeOut(io.stdout, `${JSON.stringify(value, null, 2)}\n`);
     return;
   }
-  const lines = Object.entries(value as Record<string, unknown>).map(
-    ([k, v]) => `${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`,
-  );
+  const lines = Object.entries(value).map(([k, v]) => {
+    const text = v instanceof Date ? v.toISOString() : typeof v === 'string' ? v : JSON.stringify(v);
+    return k === 'p12Password' ? `${k}: ${text}  (shown only this once)` : `${k}: ${text}`;
+  });
   await writeOut(io.stdout, `${lines.join('\n')}\n`);
 }
 
