@@ -1,0 +1,227 @@
+/**
+ * @module
+ * The `auth-mtls` plugin: a caller is who its TLS client certificate says, in SAN URIs
+ * `urn:jth:user:<name>` and `urn:jth:role:<user|admin>`. Node's TLS layer verifies the chain against
+ * jth's CA (`tlsServerOptions`); this hook is the second line: it checks the clientAuth EKU, the
+ * validity dates, the deny list (`revoked.txt`, re-read on change, so a revoke applies to the very next
+ * request, kept-alive or resumed connections included) and the identity.
+ */
+import { statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { TLSSocket } from 'node:tls';
+import { z } from 'zod';
+import { ErrorCode, JthError } from '../../core/errors.ts';
+import { definePlugin } from '../../core/types.ts';
+import type { AuthInput, Plugin, Principal } from '../../core/types.ts';
+import { certFacts, identityOf, ROLES, type CertFacts, type Role } from './_identity.ts';
+import { parseRevoked } from './pki.ts';
+import { readFileSync } from 'node:fs';
+
+export { tlsClientOptions, tlsServerOptions } from './pki.ts';
+
+const NAME = 'auth-mtls';
+/** The extended key usage a client certificate must carry (RFC 5280 section 4.2.1.12). */
+const CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
+
+/** Options of the `auth-mtls` plugin. */
+export interface AuthMtlsOptions {
+  /**
+   * The PKI directory (`jth pki init --dir`), relative to the config file's directory.
+   * @default '<stateDir>/pki'
+   */
+  dir?: string;
+  /**
+   * The deny list of revoked serials, one lowercase hex serial a line, relative to the config file.
+   * @default '<dir>/revoked.txt'
+   */
+  revokedFile?: string;
+  /**
+   * Roles that may authenticate at all; a certificate with another role is refused with 403.
+   * @default ['user', 'admin']
+   */
+  allowRoles: Role[];
+}
+
+const options = z
+  .object({
+    dir: z.string().min(1).optional(),
+    revokedFile: z.string().min(1).optional(),
+    allowRoles: z
+      .array(z.enum(ROLES as unknown as [Role, ...Role[]]))
+      .min(1, 'must name at least one role')
+      .default(['user', 'admin']),
+  })
+  .strict();
+
+function refuse(status: 401 | 403, message: string, hint?: string): JthError {
+  return new JthError(ErrorCode.UNAUTHENTICATED, message, {
+    plugin: NAME,
+    hook: 'authenticate',
+    status,
+    hint,
+  });
+}
+
+/**
+ * A deny list re-read when its file changes. Each lookup stats the file (a few microseconds) and
+ * re-reads it when inode, size or mtime (nanoseconds) differ, so an atomic rename or an append is seen
+ * by the next request. A missing file is an empty list; an unreadable one fails closed.
+ */
+export class DenyList {
+  readonly path: string;
+  #stamp = '';
+  #serials = new Set<string>();
+
+  constructor(path: string) {
+    this.path = path;
+  }
+
+  /** The current set of revoked serials. */
+  current(): ReadonlySet<string> {
+    let stamp = 'absent';
+    try {
+      const st = statSync(this.path, { bigint: true });
+      stamp = `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw this.#unreadable(err);
+    }
+    if (stamp === this.#stamp) return this.#serials;
+    if (stamp === 'absent') {
+      this.#serials = new Set();
+    } else {
+      try {
+        this.#serials = parseRevoked(readFileSync(this.path, 'utf8'));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw this.#unreadable(err);
+        this.#serials = new Set();
+        stamp = 'absent';
+      }
+    }
+    this.#stamp = stamp;
+    return this.#serials;
+  }
+
+  #unreadable(err: unknown): JthError {
+    return new JthError(
+      ErrorCode.PLUGIN_ERROR,
+      `Cannot read the deny list "${this.path}": ${(err as Error).message}`,
+      {
+        plugin: NAME,
+        hook: 'authenticate',
+        status: 503,
+        hint: 'Fix its permissions; every request is refused until it can be read',
+        cause: err,
+      },
+    );
+  }
+}
+
+/** What {@link checkPeer} needs besides the request. */
+export interface CheckOptions {
+  revoked: ReadonlySet<string>;
+  allowRoles: readonly Role[];
+  /** @default Date.now() */
+  now?: number;
+}
+
+/**
+ * The plugin's checks, as a function: `null` without a certificate, a principal for a good one,
+ * otherwise a `JTH_UNAUTHENTICATED` error with status 401 (not verified, unparseable, out of its
+ * validity dates, no valid identity) or 403 (a valid certificate not allowed in: revoked, a CA, no
+ * clientAuth EKU, role not allowed).
+ */
+export function checkPeer(input: AuthInput, options: CheckOptions): Principal | null {
+  if (!input.peerCertificate || input.peerCertificate.length === 0) return null;
+  if (input.tlsAuthorized !== true) {
+    const why = input.tlsAuthorizationError ? ` (${input.tlsAuthorizationError})` : '';
+    throw refuse(
+      401,
+      `The client certificate was not verified against the jth CA${why}`,
+      'Use a certificate issued by `jth pki client` from this server’s CA',
+    );
+  }
+  let facts: CertFacts;
+  try {
+    facts = certFacts(input.peerCertificate);
+  } catch (err) {
+    throw refuse(401, `The client certificate cannot be parsed: ${(err as Error).message}`);
+  }
+  const now = options.now ?? Date.now();
+  if (facts.isCa) {
+    throw refuse(403, `Certificate ${facts.serial} is a CA certificate, which cannot be used by a client`);
+  }
+  if (!facts.ekus.includes(CLIENT_AUTH)) {
+    throw refuse(
+      403,
+      `Certificate ${facts.serial} lacks the clientAuth extended key usage, so it cannot identify a client`,
+      'Use a client certificate from `jth pki client`, not the server certificate',
+    );
+  }
+  if (now < facts.notBefore.getTime()) {
+    throw refuse(401, `Certificate ${facts.serial} is not valid before ${facts.notBefore.toISOString()}`);
+  }
+  if (now > facts.notAfter.getTime()) {
+    throw refuse(
+      401,
+      `Certificate ${facts.serial} expired on ${facts.notAfter.toISOString()}`,
+      'Ask an admin for a new one (`jth pki client`)',
+    );
+  }
+  if (options.revoked.has(facts.serial)) {
+    throw refuse(403, `Certificate ${facts.serial} is revoked`, 'Ask an admin for a new certificate');
+  }
+  const id = identityOf(facts.uris);
+  if (!id.ok) throw refuse(401, `Certificate ${facts.serial} names no valid jth user: ${id.reason}`);
+  if (!options.allowRoles.includes(id.role)) {
+    throw refuse(403, `Role "${id.role}" of user "${id.user}" may not use this server`);
+  }
+  return { user: id.user, role: id.role, via: `mtls:${facts.serial}` };
+}
+
+/**
+ * The {@link AuthInput} of a request from its TLS socket: the peer certificate's DER, whether Node
+ * verified its chain, and whether the session was resumed. Headers are flattened to strings.
+ */
+export function authInputFromSocket(
+  socket: TLSSocket,
+  headers: Record<string, string | string[] | undefined>,
+): AuthInput {
+  const flat: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers)) {
+    if (v !== undefined) flat[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : v;
+  }
+  const input: AuthInput = { headers: flat };
+  // getPeerCertificate() returns an empty object when the peer sent no certificate.
+  const peer = socket.getPeerCertificate(false) as { raw?: Buffer } | null;
+  if (peer?.raw && peer.raw.length > 0) input.peerCertificate = new Uint8Array(peer.raw);
+  input.tlsAuthorized = socket.authorized;
+  if (socket.authorizationError) input.tlsAuthorizationError = String(socket.authorizationError);
+  input.tlsResumed = socket.isSessionReused();
+  if (socket.remoteAddress) input.remoteAddress = socket.remoteAddress;
+  return input;
+}
+
+export default definePlugin<AuthMtlsOptions>({
+  name: NAME,
+  apiVersion: 1,
+  options,
+  create(opts, ctx): Plugin {
+    const dir = opts.dir ? resolve(ctx.configDir, opts.dir) : join(ctx.stateDir, 'pki');
+    const denied = new DenyList(
+      opts.revokedFile ? resolve(ctx.configDir, opts.revokedFile) : join(dir, 'revoked.txt'),
+    );
+    return {
+      name: NAME,
+      apiVersion: 1,
+      start({ log }) {
+        // Fail at start, not on the first request, when the deny list exists but cannot be read.
+        const n = denied.current().size;
+        log.info({ dir, revokedFile: denied.path, revoked: n }, 'mTLS authentication ready');
+      },
+      authenticate(input) {
+        if (!input.peerCertificate) return null;
+        return checkPeer(input, { revoked: denied.current(), allowRoles: opts.allowRoles });
+      },
+    };
+  },
+});
