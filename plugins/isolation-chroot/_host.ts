@@ -115,6 +115,20 @@ export function processesOfUid(uid: number): number[] {
 }
 
 /**
+ * Wait up to `graceMs` for `uid` to have no live process. A pid namespace is torn down after bwrap's
+ * monitor has already reported the exit, so its last processes may linger for a few milliseconds.
+ * Returns the pids still alive after the grace.
+ */
+export async function settleUid(uid: number, options: { graceMs?: number } = {}): Promise<number[]> {
+  const deadline = Date.now() + (options.graceMs ?? 500);
+  for (;;) {
+    const pids = processesOfUid(uid);
+    if (!pids.length || Date.now() > deadline) return pids;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/**
  * SIGKILL every process of `uid` until none is left (a process may fork between scan and kill).
  * Returns the pids that were found alive on the first scan.
  */

@@ -23,7 +23,15 @@ import { ErrorCode, JthError } from '../../core/errors.ts';
 import { definePlugin } from '../../core/types.ts';
 import type { CleanupContext, IsolateContext, JobPaths, Logger, Plugin } from '../../core/types.ts';
 import { etcContents, jobHostname, type RootEntry, type SandboxSpec, sandboxCommand } from './_args.ts';
-import { allocateUid, inheritableFds, killUid, mountTmpfs, releaseUid, unmountTmpfs } from './_host.ts';
+import {
+  allocateUid,
+  inheritableFds,
+  killUid,
+  mountTmpfs,
+  releaseUid,
+  settleUid,
+  unmountTmpfs,
+} from './_host.ts';
 
 export { bwrapArgs, etcContents, jobHostname, sandboxCommand } from './_args.ts';
 export type { RootEntry, SandboxSpec } from './_args.ts';
@@ -34,6 +42,7 @@ export {
   killUid,
   processesOfUid,
   releaseUid,
+  settleUid,
   uidInUse,
 } from './_host.ts';
 
@@ -175,12 +184,18 @@ function writeEtc(dir: string, files: Record<string, string>): Record<string, st
   return out;
 }
 
+/**
+ * Make sure no process of the job's uid outlives the job. Normally none does (the pid namespace dies
+ * with bwrap); one that survives the grace is SIGKILLed and reported, since it means a sandbox leak.
+ */
+async function reapUid(uid: number, log: Logger): Promise<void> {
+  if (!(await settleUid(uid)).length) return;
+  const killed = await killUid(uid);
+  if (killed.length) log.warn({ uid, pids: killed }, 'Killed processes of the job uid left after the job');
+}
+
 async function undoAll(s: Scratch, log: Logger): Promise<void> {
-  if (s.uid !== undefined) {
-    const left = await killUid(s.uid);
-    if (left.length)
-      log.warn({ uid: s.uid, pids: left }, 'Killed processes of the job uid left after the job');
-  }
+  if (s.uid !== undefined) await reapUid(s.uid, log);
   if (s.work !== undefined) unmountTmpfs(s.work, log);
   if (s.etcDir !== undefined) rmSync(s.etcDir, { recursive: true, force: true });
   if (s.uid !== undefined) releaseUid(s.uid);
@@ -284,9 +299,7 @@ export default definePlugin<IsolationChrootOptions>({
         }
         s.uid = uid;
         ctx.defer(async () => {
-          const left = await killUid(uid);
-          if (left.length)
-            log.warn({ uid, pids: left }, 'Killed processes of the job uid left after the job');
+          await reapUid(uid, log);
           releaseUid(uid);
         }, 'release job uid');
 
@@ -300,7 +313,7 @@ export default definePlugin<IsolationChrootOptions>({
         s.work = host.work;
         ctx.defer(async () => {
           // A process still holding the tmpfs would force a lazy unmount: kill the uid's first.
-          await killUid(uid);
+          await reapUid(uid, log);
           unmountTmpfs(host.work, log);
         }, 'unmount work tmpfs');
         for (const dir of [host.artifacts, host.tmp]) {
