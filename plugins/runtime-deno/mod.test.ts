@@ -15,7 +15,8 @@ async function makePlugin(options: Record<string, unknown> = {}): Promise<Plugin
   return runtimeDeno.create(parsed.value, { log: testLogger(), configDir: '/', stateDir: '/tmp' });
 }
 
-runtimeSuite('deno', () => makePlugin());
+// The suite's daemon and symlink cases start subprocesses, which Deno allows only with allowRun.
+runtimeSuite('deno', () => makePlugin({ allowRun: true }));
 
 describe('runtime-deno specifics', () => {
   it('finds the ELF binary of the deno npm package, not its JS shim', () => {
@@ -40,6 +41,33 @@ describe('runtime-deno specifics', () => {
     } finally {
       job.cleanup();
     }
+  });
+
+  it('a job cannot start subprocesses unless allowRun is set', async () => {
+    const plugin = await makePlugin();
+    const job = await makeJob(
+      {
+        source: "export default () => new (globalThis as any).Deno.Command('id').outputSync().code;\n",
+      },
+      { runtime: 'deno' },
+    );
+    try {
+      const res = await plugin.execute!(job.ctx);
+      expect(res?.exitCode).toBe(1);
+      expect(res?.result?.error?.name).toBe('NotCapable');
+      expect(res?.result?.error?.message).toMatch(/Requires run access to "id"/);
+    } finally {
+      job.cleanup();
+    }
+  });
+
+  it('defaults to the deno runtime name, without subprocesses', async () => {
+    const parsed = await runtimeDeno.options!['~standard'].validate({});
+    expect((parsed as { value: unknown }).value).toEqual({
+      denoPath: defaultDenoPath(),
+      runtime: 'deno',
+      allowRun: false,
+    });
   });
 
   it('a job cannot reach the network unless it asked for it', async () => {

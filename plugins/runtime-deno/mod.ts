@@ -25,6 +25,12 @@ export interface RuntimeDenoOptions {
    * @default 'deno'
    */
   runtime: string;
+  /**
+   * Let jobs start subprocesses (`--allow-run`). A subprocess is outside Deno's permission checks, so
+   * turn this on only when an isolation plugin bounds the job.
+   * @default false
+   */
+  allowRun: boolean;
 }
 
 function isElf(path: string): boolean {
@@ -62,6 +68,7 @@ export function defaultDenoPath(): string {
 const options = z.object({
   denoPath: z.string().min(1).default(defaultDenoPath),
   runtime: z.string().min(1).default('deno'),
+  allowRun: z.boolean().default(false),
 });
 
 export default definePlugin<RuntimeDenoOptions>({
@@ -97,8 +104,7 @@ export default definePlugin<RuntimeDenoOptions>({
           // The process env is already only the allow-list (never the server's), so all of it may be
           // read; node:child_process needs the whole env (Deno.env.toObject) to start subprocesses.
           '--allow-env',
-          // Scripts may start subprocesses as they can under Node; isolation layers bound what they reach.
-          '--allow-run',
+          ...(opts.allowRun ? ['--allow-run'] : []),
           ...(ctx.job.network ? ['--allow-net'] : []),
           `${paths.app}/harness.mjs`,
         ];

@@ -18,6 +18,18 @@ async function makePlugin(options: Record<string, unknown> = {}): Promise<Plugin
 runtimeSuite('node', () => makePlugin());
 
 describe('runtime-node options', () => {
+  it('a missing node binary fails with a clear error naming it', async () => {
+    const plugin = await makePlugin({ nodePath: '/nonexistent/bin/node' });
+    const job = await makeJob({ source: 'export default () => 1;\n' }, { runtime: 'node' });
+    try {
+      await expect(plugin.execute!(job.ctx)).rejects.toThrow(
+        /Cannot start "\/nonexistent\/bin\/node": spawn .* ENOENT/,
+      );
+    } finally {
+      job.cleanup();
+    }
+  });
+
   it('defaults nodePath to this node and answers to "node"', async () => {
     const parsed = await runtimeNode.options!['~standard'].validate({});
     expect(parsed.issues).toBeUndefined();
