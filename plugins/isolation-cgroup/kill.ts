@@ -28,6 +28,12 @@ export interface KillOptions {
    * @default 5
    */
   backoffMs?: number;
+  /**
+   * Kill again before each retry: a process that was still joining (its `echo $$ > cgroup.procs` racing
+   * the first kill) is caught too. {@link killAndRemove} sets it.
+   * @default false
+   */
+  killOnRetry?: boolean;
 }
 
 function sleep(ms: number): Promise<void> {
@@ -63,7 +69,7 @@ export async function isPopulated(dir: string): Promise<boolean> {
 }
 
 /** Freeze, SIGKILL every pid of the subtree, thaw: for kernels without `cgroup.kill`. */
-async function freezeAndKill(dir: string): Promise<void> {
+export async function killByFreeze(dir: string): Promise<void> {
   // cgroup.freeze: kernel 5.2+. Frozen tasks cannot fork, so the pid list cannot grow under us.
   const canFreeze = (await readCgroupFile(dir, 'cgroup.freeze')) !== undefined;
   if (canFreeze) await writeCgroupFile(dir, 'cgroup.freeze', '1');
@@ -98,7 +104,7 @@ export async function killAll(dir: string): Promise<void> {
     if (errnoCode(err) !== 'ENOENT') throw err;
   }
   if ((await readCgroupFile(dir, 'cgroup.procs')) === undefined) return;
-  await freezeAndKill(dir);
+  await killByFreeze(dir);
 }
 
 /** Wait until the cgroup has no live process. False when `timeoutMs` ran out first. */
@@ -119,7 +125,7 @@ export async function waitEmpty(dir: string, options: Pick<KillOptions, 'timeout
  * EBUSY (still has tasks) is retried with a doubling delay, then reported.
  */
 export async function removeCgroup(dir: string, options: KillOptions = {}): Promise<void> {
-  const { rmdirAttempts = 10, backoffMs = 5 } = options;
+  const { rmdirAttempts = 10, backoffMs = 5, killOnRetry = false } = options;
   for (const child of await childCgroups(dir)) await removeCgroup(child, options);
   let delay = backoffMs;
   for (let attempt = 1; ; attempt++) {
@@ -137,6 +143,7 @@ export async function removeCgroup(dir: string, options: KillOptions = {}): Prom
           { cause: err },
         );
       }
+      if (killOnRetry) await killAll(dir).catch(() => undefined);
       await sleep(delay);
       delay *= 2;
     }
@@ -147,5 +154,5 @@ export async function removeCgroup(dir: string, options: KillOptions = {}): Prom
 export async function killAndRemove(dir: string, options: KillOptions = {}): Promise<void> {
   await killAll(dir);
   await waitEmpty(dir, options);
-  await removeCgroup(dir, options);
+  await removeCgroup(dir, { killOnRetry: true, ...options });
 }

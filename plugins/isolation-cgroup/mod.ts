@@ -202,6 +202,8 @@ export function usageOf(events: CgroupEvents): JobUsage {
 
 interface Ready {
   root: string;
+  /** Whether this instance made the root (then close() may remove it once empty). */
+  createdRoot: boolean;
   support: HostSupport;
   enforce: boolean;
   device: BlockDevice;
@@ -262,7 +264,7 @@ export default definePlugin<CgroupPluginOptions>({
         log.warn({ reason: device.reason }, 'io.max disabled');
       if (!enforce)
         log.warn({ root }, 'cgroup limits are not enforced (enforceLimits: false): tracking and kill only');
-      return { root, support, enforce, device };
+      return { root, createdRoot: created, support, enforce, device };
     }
 
     function getReady(log: Logger): Promise<Ready> {
@@ -312,6 +314,35 @@ export default definePlugin<CgroupPluginOptions>({
           }
         }
         if (removed > 0) ctx.log.info({ root, removed }, 'removed job cgroups left by an earlier run');
+      },
+
+      /** Server stop: remove the parts of our tree that no job uses, the root too when we made it. */
+      async close() {
+        const r = await ready?.catch(() => undefined);
+        if (!r) return;
+        if (tree === 'nested') {
+          for (const userDir of await listUserCgroups(r.root)) {
+            const user = decodeURIComponent(userDir.slice(userDir.lastIndexOf('/') + 1));
+            await locks.run(user, () => removeUserIfIdle(r.root, user));
+          }
+        }
+        const jth = jthCgroupPath(r.root);
+        const dirs = [
+          `${jth}/${tree === 'flat' ? 'jobs' : 'users'}`,
+          jth,
+          ...(r.createdRoot ? [r.root] : []),
+        ];
+        for (const dir of dirs) {
+          try {
+            await rmdir(dir);
+          } catch (err) {
+            // Busy (a job or another layout still there) or gone: either way not ours to force
+            if (!['ENOENT', 'EBUSY', 'ENOTEMPTY'].includes(errnoCode(err) ?? '')) throw err;
+            if (errnoCode(err) !== 'ENOENT') break;
+          }
+        }
+        ready = undefined;
+        reconciled = false;
       },
 
       async isolate(ctx: IsolateContext) {

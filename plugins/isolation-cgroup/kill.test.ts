@@ -1,0 +1,131 @@
+/**
+ * @module
+ * Kill-all and removal on real cgroups of this host's cgroup2 mount (`/sys/fs/cgroup/unified`), which
+ * has cgroup.kill, cgroup.freeze and cgroup.events even without controllers.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isAlive, randomSuffix } from './_testing.ts';
+import {
+  childCgroups,
+  killAll,
+  killAndRemove,
+  killByFreeze,
+  listPids,
+  removeCgroup,
+  waitEmpty,
+} from './kill.ts';
+
+const ROOT = `/sys/fs/cgroup/unified/jth-test-${randomSuffix()}`;
+let n = 0;
+
+function cgroup(): string {
+  const dir = join(ROOT, `cg${++n}`);
+  mkdirSync(dir);
+  return dir;
+}
+
+/** Start `script` with its first process inside `dir`, as the plugin's wrapper does. */
+function startIn(dir: string, script: string) {
+  const child = spawn(
+    '/bin/sh',
+    ['-c', 'echo $$ > "$0" && exec /bin/sh -c "$1"', join(dir, 'cgroup.procs'), script],
+    {
+      stdio: 'ignore',
+    },
+  );
+  return new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+}
+
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('Condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function removeTree(dir: string): Promise<void> {
+  if (!existsSync(dir)) return;
+  for (const child of await childCgroups(dir)) await removeTree(child);
+  await killAll(dir).catch(() => undefined);
+  await waitEmpty(dir, { timeoutMs: 2000 });
+  rmdirSync(dir);
+}
+
+beforeAll(() => mkdirSync(ROOT));
+afterAll(() => removeTree(ROOT));
+
+describe('killAndRemove', () => {
+  it('kills a double-forked setsid daemon and removes the cgroup', async () => {
+    const dir = cgroup();
+    // The direct child exits at once; the daemon it leaves behind escapes its session and parent
+    await startIn(dir, 'setsid sh -c "sleep 1000 &" &');
+    await until(() => readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim() !== '');
+    const pids = await listPids(dir);
+    expect(pids.length).toBeGreaterThan(0);
+    await killAndRemove(dir);
+    expect(existsSync(dir)).toBe(false);
+    expect(pids.filter(isAlive)).toEqual([]);
+  });
+
+  it('removes nested child cgroups, leaves first', async () => {
+    const dir = cgroup();
+    mkdirSync(join(dir, 'a', 'b'), { recursive: true });
+    void startIn(join(dir, 'a', 'b'), 'sleep 1000');
+    await until(() => readFileSync(join(dir, 'a', 'b', 'cgroup.procs'), 'utf8').trim() !== '');
+    await killAndRemove(dir);
+    expect(existsSync(dir)).toBe(false);
+  });
+
+  it('treats a cgroup that is already gone as removed', async () => {
+    await expect(killAndRemove(join(ROOT, 'never-made'))).resolves.toBeUndefined();
+    await expect(removeCgroup(join(ROOT, 'never-made'))).resolves.toBeUndefined();
+  });
+});
+
+describe('removeCgroup', () => {
+  it('retries EBUSY until the last process is gone', async () => {
+    const dir = cgroup();
+    void startIn(dir, 'sleep 1000');
+    await until(() => readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim() !== '');
+    // The kill lands while removeCgroup is backing off: the first rmdir attempts see EBUSY
+    setTimeout(() => writeFileSync(join(dir, 'cgroup.kill'), '1'), 60);
+    const started = Date.now();
+    await removeCgroup(dir, { rmdirAttempts: 12, backoffMs: 5 });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(50);
+    expect(existsSync(dir)).toBe(false);
+  });
+
+  it('gives up on EBUSY after its bounded attempts with a clear error', async () => {
+    const dir = cgroup();
+    void startIn(dir, 'sleep 1000');
+    await until(() => readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim() !== '');
+    await expect(removeCgroup(dir, { rmdirAttempts: 3, backoffMs: 1 })).rejects.toMatchObject({
+      code: 'JTH_PLUGIN_ERROR',
+      message: expect.stringMatching(
+        /^Cannot remove cgroup .* after 3 attempts \(EBUSY\): a process is still in it/,
+      ),
+    });
+    await killAndRemove(dir);
+  });
+});
+
+describe('killByFreeze', () => {
+  it('kills every pid of a frozen subtree when cgroup.kill is not used', async () => {
+    const dir = cgroup();
+    mkdirSync(join(dir, 'sub'));
+    void startIn(dir, 'sleep 1000 & sleep 1000 & wait');
+    void startIn(join(dir, 'sub'), 'sleep 1000');
+    await until(() => readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim().split('\n').length >= 3);
+    await until(() => readFileSync(join(dir, 'sub', 'cgroup.procs'), 'utf8').trim() !== '');
+    const pids = [...(await listPids(dir)), ...(await listPids(join(dir, 'sub')))];
+    await killByFreeze(dir);
+    expect(await waitEmpty(dir)).toBe(true);
+    expect(pids.filter(isAlive)).toEqual([]);
+    expect(readFileSync(join(dir, 'cgroup.freeze'), 'utf8').trim()).toBe('0');
+    await removeCgroup(dir);
+  });
+});
