@@ -100,18 +100,36 @@ export interface InvokeContext {
 
 export async function invoke(file: string, opts: InvokeOptions, ctx: InvokeContext): Promise<number> {
   const { io } = ctx;
-  const { bundleFile } = await import('./bundle.ts');
-  const built = await bundleFile(file, { cwd: io.cwd });
+  // JTH_TIMING=1 prints where the time went, for comparing `jth invoke` with running the file locally.
+  const t0 = performance.now();
+  // The TLS handshake (a whoami on the keep-alive agent) runs while esbuild bundles; the upload then
+  // reuses the warm connection. Its errors are left for the upload to report, after any bundle error.
+  const warm = import('./client.ts').then(async (clientMod) => {
+    const { resolveConnection } = await import('./connection.ts');
+    const c = new clientMod.ApiClient(resolveConnection(ctx.flags, { env: io.env, cwd: io.cwd }));
+    const ping = c.json('GET', '/v1/whoami').catch(() => {});
+    return { client: c, followOutput: clientMod.followOutput, ping };
+  });
+  warm.catch(() => {});
+  let built: Awaited<ReturnType<typeof import('./bundle.ts').bundleFile>>;
+  try {
+    const { bundleFile } = await import('./bundle.ts');
+    built = await bundleFile(file, { cwd: io.cwd });
+  } catch (err) {
+    await warm.then(({ client: c, ping }) => ping.finally(() => c.close())).catch(() => {});
+    throw err;
+  }
+  const tBundled = performance.now();
   for (const w of built.warnings) io.stderr.write(`jth: warning: ${w}\n`);
-  const body = await buildJobBody(built.code, opts, io);
-
-  const [{ ApiClient, followOutput }, { resolveConnection }] = await Promise.all([
-    import('./client.ts'),
-    import('./connection.ts'),
-  ]);
-  const client = new ApiClient(resolveConnection(ctx.flags, { env: io.env, cwd: io.cwd }));
+  const { client, followOutput, ping } = await warm;
+  await ping;
+  const body = await buildJobBody(built.code, opts, io).catch((err: unknown) => {
+    client.close();
+    throw err;
+  });
   try {
     const { job } = await client.json<{ job: JobRecord }>('POST', '/v1/jobs', { body });
+    const tCreated = performance.now();
     if (opts.detach) {
       await writeOut(io.stdout, opts.json ? `${JSON.stringify(job)}\n` : `${job.id}\n`);
       return ExitCode.ok;
@@ -128,7 +146,8 @@ export async function invoke(file: string, opts: InvokeOptions, ctx: InvokeConte
       } else abort.abort();
     };
     process.on('SIGINT', onSigint);
-    const logs = built.hasDefault ? io.stderr : io.stdout;
+    // With --json, stdout carries only the record, so a script's stdout goes to stderr as well.
+    const logs = built.hasDefault || opts.json ? io.stderr : io.stdout;
     let record: JobRecord | null;
     try {
       record = await followOutput<JobRecord>(client, job.id, {
@@ -157,6 +176,13 @@ export async function invoke(file: string, opts: InvokeOptions, ctx: InvokeConte
       const color = useColor(io.stderr, io.env);
       const reason = record.result?.reason ?? record.state;
       io.stderr.write(`${paint(color, 31, 'jth:')} job ${record.id} ${record.state}: ${reason}\n`);
+    }
+    if (io.env.JTH_TIMING) {
+      const ms = (a: number, b: number) => `${Math.round(b - a)}ms`;
+      const now = performance.now();
+      io.stderr.write(
+        `jth: timing bundle=${ms(t0, tBundled)} create=${ms(tBundled, tCreated)} run+stream=${ms(tCreated, now)} total=${ms(t0, now)}\n`,
+      );
     }
     return exitCodeFor(record);
   } finally {

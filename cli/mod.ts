@@ -101,12 +101,24 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
     .command('server')
     .description('start the jth server')
     .option('--config <file>', 'config file (default: built-in defaults)')
-    .action(async (opts: { config?: string }) => {
+    .option('--port <n>', 'listen port, overriding the config (0 = any free port)')
+    .option('--host <addr>', 'listen address, overriding the config')
+    .action(async (opts: { config?: string; port?: string; host?: string }) => {
       type ServerModule = typeof import('../server/mod.ts');
+      const port = opts.port === undefined ? undefined : Number(opts.port);
+      if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
+        throw new CliError(ErrorCode.BAD_REQUEST, `Invalid --port "${opts.port}"`, ExitCode.usage, {
+          hint: 'Use a port number from 0 to 65535',
+        });
+      }
       const { startServer } = await loadPart<ServerModule>('server');
-      const server = await startServer(opts.config ? { configPath: opts.config } : {});
+      const server = await startServer({
+        ...(opts.config ? { configPath: opts.config } : {}),
+        ...(port !== undefined ? { port } : {}),
+        ...(opts.host ? { host: opts.host } : {}),
+      });
+      // The server logs its notes itself; only the address is repeated here for the person who started it.
       io.stderr.write(`jth: listening on ${server.url}\n`);
-      for (const note of server.notes) io.stderr.write(`jth: note: ${note}\n`);
       const shutdown = () => {
         process.off('SIGINT', shutdown);
         process.off('SIGTERM', shutdown);
@@ -131,7 +143,7 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
     .option('--cpus <n>', 'CPU limit in cores, e.g. 0.5')
     .option('--network', 'allow the job to reach the network')
     .option('--detach', 'print the job id and exit without waiting')
-    .option('--json', 'print the final job record as JSON instead of the result')
+    .option('--json', 'print the final job record as JSON on stdout (job output all goes to stderr)')
     .addHelpText(
       'after',
       "\nExit codes: the job's own code; 124 timed out, 240 out of memory, 241 pids exhausted, 242 stopped,\n243 infra error, 128+N killed by signal N; 2 usage, 65 bundle error, 69 cannot connect, 75 retry later,\n77 TLS or auth refused.",
