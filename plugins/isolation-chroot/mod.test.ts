@@ -1,0 +1,214 @@
+/**
+ * @module
+ * Unit tests of the pure parts: option validation, the launcher argv, hostnames, generated /etc, uid
+ * allocation. The real sandbox is exercised in `adversarial.test.ts` and `chroot.test.ts`.
+ */
+import { describe, expect, it } from 'vitest';
+import type { Command } from '../../core/types.ts';
+import definition, {
+  allocateUid,
+  bwrapArgs,
+  etcContents,
+  jobHostname,
+  releaseUid,
+  type SandboxSpec,
+  sandboxCommand,
+  uidInUse,
+} from './mod.ts';
+
+function validate(options: unknown) {
+  return definition.options!['~standard'].validate(options) as {
+    value?: Record<string, unknown>;
+    issues?: unknown[];
+  };
+}
+
+const inner: Command = {
+  argv: ['/usr/bin/node', '/app/harness.mjs'],
+  env: { PATH: '/usr/bin', HOME: '/work', JTH_JOB_ID: 'j1' },
+  cwd: '/work',
+  binds: [{ source: '/opt/node/bin', readOnly: true }],
+};
+
+function spec(patch: Partial<SandboxSpec> = {}): SandboxSpec {
+  return {
+    mode: 'namespace',
+    uid: 201234,
+    hostname: 'jth-abc',
+    network: false,
+    hostPaths: { app: '/s/j/app', work: '/s/j/work', artifacts: '/s/j/work/artifacts', tmp: '/s/j/work/tmp' },
+    paths: { app: '/app', work: '/work', artifacts: '/work/artifacts', tmp: '/tmp' },
+    rootEntries: [
+      { kind: 'symlink', path: '/bin', target: 'usr/bin' },
+      { kind: 'dir', path: '/lib32' },
+    ],
+    etcFiles: { passwd: '/s/j/.jth-etc/passwd' },
+    etcTry: ['ld.so.cache'],
+    procMasks: ['keys'],
+    setprivPath: '/usr/bin/setpriv',
+    bwrapPath: '/usr/bin/bwrap',
+    ...patch,
+  };
+}
+
+/** The value following `flag` at each of its occurrences. */
+function after(args: string[], flag: string, n = 1): string[][] {
+  const out: string[][] = [];
+  args.forEach((a, i) => {
+    if (a === flag) out.push(args.slice(i + 1, i + 1 + n));
+  });
+  return out;
+}
+
+describe('isolation-chroot options', () => {
+  it('defaults to namespace mode, uid range [200000, 65536], no network and jth-{job}', async () => {
+    const r = await validate({});
+    expect(r.issues).toBeUndefined();
+    expect(r.value).toMatchObject({
+      mode: 'namespace',
+      uidRange: [200000, 65536],
+      network: false,
+      hostname: 'jth-{job}',
+      bwrapPath: '/usr/bin/bwrap',
+      setprivPath: '/usr/bin/setpriv',
+    });
+    expect(r.value!.diskBytes).toBeUndefined();
+  });
+
+  it('rejects chroot mode without a rootfs, a uid range starting at 0, and a relative rootfs', async () => {
+    expect((await validate({ mode: 'chroot' })).issues).toBeDefined();
+    expect((await validate({ uidRange: [0, 10] })).issues).toBeDefined();
+    expect((await validate({ mode: 'chroot', rootfs: 'root' })).issues).toBeDefined();
+    expect((await validate({ mode: 'chroot', rootfs: '/srv/root' })).issues).toBeUndefined();
+  });
+});
+
+describe('sandboxCommand()', () => {
+  it('drops to the job uid with setpriv before bwrap, with no caps, groups or new privileges', () => {
+    const cmd = sandboxCommand(inner, spec());
+    const bw = cmd.argv.indexOf('/usr/bin/bwrap');
+    expect(cmd.argv.slice(0, bw)).toEqual([
+      '/usr/bin/setpriv',
+      '--reuid=201234',
+      '--regid=201234',
+      '--clear-groups',
+      '--inh-caps=-all',
+      '--bounding-set=-all',
+      '--no-new-privs',
+      '--',
+    ]);
+    expect(cmd.argv.slice(-3)).toEqual(['--', '/usr/bin/node', '/app/harness.mjs']);
+  });
+
+  it('starts on the host at / with the same allow-listed env, and carries that env in with --clearenv', () => {
+    const cmd = sandboxCommand(inner, spec());
+    expect(cmd.cwd).toBe('/');
+    expect(cmd.env).toEqual(inner.env);
+    expect(cmd.binds).toEqual([]);
+    const args = bwrapArgs(inner, spec());
+    expect(args.indexOf('--clearenv')).toBeLessThan(args.indexOf('--setenv'));
+    expect(after(args, '--setenv', 2)).toEqual(Object.entries(inner.env));
+    expect(after(args, '--chdir')).toEqual([['/work']]);
+  });
+
+  it('unshares every namespace, refuses nested user namespaces and drops all caps', () => {
+    const args = bwrapArgs(inner, spec());
+    for (const f of [
+      '--unshare-all',
+      '--unshare-user',
+      '--disable-userns',
+      '--die-with-parent',
+      '--new-session',
+    ]) {
+      expect(args).toContain(f);
+    }
+    expect(args).not.toContain('--share-net');
+    expect(args).not.toContain('--as-pid-1');
+    expect(after(args, '--cap-drop')).toEqual([['ALL']]);
+    expect(after(args, '--uid')).toEqual([['201234']]);
+    expect(after(args, '--gid')).toEqual([['201234']]);
+    expect(after(args, '--hostname')).toEqual([['jth-abc']]);
+  });
+
+  it('shares the network and binds resolv.conf only when allowed', () => {
+    const args = bwrapArgs(inner, spec({ network: true }));
+    expect(args).toContain('--share-net');
+    expect(after(args, '--ro-bind-try', 2)).toContainEqual(['/etc/resolv.conf', '/etc/resolv.conf']);
+    expect(bwrapArgs(inner, spec()).join(' ')).not.toContain('resolv.conf');
+  });
+
+  it('builds a namespace root of read-only host runtime binds and a frozen root tmpfs', () => {
+    const args = bwrapArgs(inner, spec());
+    expect(after(args, '--ro-bind', 2)).toEqual([
+      ['/usr', '/usr'],
+      ['/lib32', '/lib32'],
+      ['/s/j/.jth-etc/passwd', '/etc/passwd'],
+      ['/s/j/app', '/app'],
+      ['/opt/node/bin', '/opt/node/bin'],
+      ['/dev/null', '/proc/keys'],
+    ]);
+    expect(after(args, '--symlink', 2)).toEqual([['usr/bin', '/bin']]);
+    expect(after(args, '--ro-bind-try', 2)).toEqual([['/etc/ld.so.cache', '/etc/ld.so.cache']]);
+    expect(after(args, '--bind', 2)).toEqual([
+      ['/s/j/work', '/work'],
+      ['/s/j/work/tmp', '/tmp'],
+    ]);
+    expect(after(args, '--remount-ro')).toEqual([['/dev'], ['/']]);
+    // Masks go on the fresh /proc, so they must come after it.
+    expect(args.indexOf('--proc')).toBeLessThan(args.lastIndexOf('/proc/keys'));
+  });
+
+  it('binds the operator rootfs read-only as / in chroot mode, with no host runtime binds', () => {
+    const args = bwrapArgs(inner, spec({ mode: 'chroot', rootfs: '/srv/root', etcTry: [] }));
+    expect(after(args, '--ro-bind', 2)[0]).toEqual(['/srv/root', '/']);
+    expect(args).not.toContain('/usr');
+    expect(args).not.toContain('--symlink');
+    // The bound rootfs is already read-only; only /dev needs freezing.
+    expect(after(args, '--remount-ro')).toEqual([['/dev']]);
+  });
+
+  it('binds a writable inner bind read-write only when it asks for it', () => {
+    const args = bwrapArgs({ ...inner, binds: [{ source: '/data', readOnly: false }] }, spec());
+    expect(after(args, '--bind', 2)).toContainEqual(['/data', '/data']);
+  });
+});
+
+describe('jobHostname()', () => {
+  it('makes jth-<12 id chars>, lower case, with only hostname characters', () => {
+    expect(jobHostname('jth-{job}', '0123456789ABCDEFG')).toBe('jth-0123456789ab');
+    expect(jobHostname('jth-{job}', 'a_b/c d')).toBe('jth-a-b-c-d');
+    expect(jobHostname('{job}'.repeat(10), 'x'.repeat(20)).length).toBeLessThanOrEqual(63);
+  });
+});
+
+describe('etcContents()', () => {
+  it("names the job's uid in passwd and group, and its hostname in hosts", () => {
+    const etc = etcContents(201234, 'jth-abc');
+    expect(etc.passwd).toContain('job:x:201234:201234:');
+    expect(etc.group).toContain('job:x:201234:');
+    expect(etc.hosts).toMatch(/^127\.0\.0\.1\tlocalhost jth-abc$/m);
+    expect(etc.hostname).toBe('jth-abc\n');
+  });
+});
+
+describe('allocateUid()', () => {
+  it('hands out distinct non-zero uids from the range until it is full, and reuses released ones', () => {
+    const got = new Set<number>();
+    for (let i = 0; i < 8; i++) {
+      const u = allocateUid([1, 8]);
+      expect(u).toBeDefined();
+      got.add(u!);
+    }
+    expect([...got].sort()).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(allocateUid([1, 8])).toBeUndefined();
+    releaseUid(5);
+    expect(uidInUse(5)).toBe(false);
+    expect(allocateUid([1, 8])).toBe(5);
+    for (const u of got) releaseUid(u);
+  });
+
+  it('never returns uid 0 even when the range starts there', () => {
+    const u = allocateUid([0, 1]);
+    expect(u).toBeUndefined();
+  });
+});
