@@ -18,13 +18,14 @@ import {
   openSync,
   readdirSync,
   readlinkSync,
-  readSync,
+  read,
   realpathSync,
   unlinkSync,
-  writeSync,
 } from 'node:fs';
 import type { Stats } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { promisify } from 'node:util';
 import type { ArtifactInfo, CollectResult } from '../../core/types.ts';
 import { checkName, MAX_NAME_BYTES, withSuffix } from './_names.ts';
 import { TEMP_PREFIX } from './_store.ts';
@@ -60,6 +61,7 @@ interface Candidate {
 }
 
 const COPY_CHUNK = 1024 * 1024;
+const readAsync = promisify(read);
 
 function kindOf(st: Stats): string {
   if (st.isFIFO()) return 'a FIFO';
@@ -135,10 +137,13 @@ function openVerified(c: Candidate, realRoot: string): { fd: number; stat: Stats
   return { fd, stat: st };
 }
 
-/** Copy `src` into a fresh temp file in `dir`. Returns its path, size and sha256. */
-function copyToTemp(src: number, dir: string): { temp: string; size: number; sha256: string } {
+/**
+ * Copy `src` into a fresh temp file in `dir`. Returns its path, size and sha256. Asynchronous, so a
+ * large artifact does not stall the server's event loop.
+ */
+async function copyToTemp(src: number, dir: string): Promise<{ temp: string; size: number; sha256: string }> {
   const temp = join(dir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
-  const out = openSync(
+  const out = await open(
     temp,
     constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
     0o600,
@@ -148,21 +153,21 @@ function copyToTemp(src: number, dir: string): { temp: string; size: number; sha
   let size = 0;
   try {
     for (;;) {
-      const n = readSync(src, buf, 0, buf.length, size);
-      if (n === 0) break;
-      const chunk = buf.subarray(0, n);
+      const { bytesRead } = await readAsync(src, buf, 0, buf.length, size);
+      if (bytesRead === 0) break;
+      const chunk = buf.subarray(0, bytesRead);
       hash.update(chunk);
       let at = 0;
-      while (at < n) at += writeSync(out, chunk, at, n - at);
-      size += n;
+      while (at < bytesRead) at += (await out.write(chunk, at, bytesRead - at)).bytesWritten;
+      size += bytesRead;
     }
-    fsyncSync(out);
+    await out.sync();
   } catch (err) {
-    closeSync(out);
+    await out.close();
     unlinkSync(temp);
     throw err;
   }
-  closeSync(out);
+  await out.close();
   return { temp, size, sha256: hash.digest('hex') };
 }
 
@@ -190,7 +195,9 @@ function fsyncDir(dir: string): void {
 }
 
 /** Copy every acceptable file of the job's artifact dir into the store. */
-export function collectArtifacts(opts: CollectOptions): Required<Pick<CollectResult, 'artifacts' | 'notes'>> {
+export async function collectArtifacts(
+  opts: CollectOptions,
+): Promise<Required<Pick<CollectResult, 'artifacts' | 'notes'>>> {
   const notes: string[] = [];
   const artifacts: ArtifactInfo[] = [];
   let rootStat: Stats;
@@ -236,7 +243,7 @@ export function collectArtifacts(opts: CollectOptions): Required<Pick<CollectRes
       const target = join(opts.destDir, storedName);
       const dir = dirname(target);
       mkdirSync(dir, { recursive: true, mode: 0o700 });
-      const { temp, size, sha256 } = copyToTemp(opened.fd, dir);
+      const { temp, size, sha256 } = await copyToTemp(opened.fd, dir);
       try {
         opts.hooks?.beforeCommit?.(checked.name, temp);
         const suffix = linkNoClobber(temp, target);

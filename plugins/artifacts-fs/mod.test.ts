@@ -34,6 +34,7 @@ import artifactsFs, {
   listStored,
   resolveArtifact,
   TEMP_PREFIX,
+  userFolder,
 } from './mod.ts';
 
 const tmps: string[] = [];
@@ -376,6 +377,18 @@ describe('artifacts-fs crash safety and downloads', () => {
     writeFileSync(join(s.store, 'alice', `${TEMP_PREFIX}x`), 'partial');
     expect(notFound(join(s.store, 'alice', `${TEMP_PREFIX}x`))).toBe(true);
     expect(notFound(join(s.store, 'alice', 'missing'))).toBe(true);
+  });
+
+  it('a user name that is not a plain file name gets an escaped folder, never a path', async () => {
+    expect(userFolder('alice')).toBe('alice');
+    expect(userFolder('..')).toBe('%2E%2E');
+    expect(userFolder('CN=a/b c')).toBe('CN%3Da%2Fb%20c');
+    expect(userFolder('%2E%2E')).toBe('%252E%252E');
+    expect(userFolder('x'.repeat(300))).toMatch(/^%sha256-[0-9a-f]{64}$/);
+    const s = await setup({}, { user: '../../etc' });
+    writeFileSync(join(s.artifacts, 'a'), 'x');
+    const [art] = (await collect(s)).artifacts;
+    expect(art!.location).toBe(join(s.store, '%2E%2E%2F%2E%2E%2Fetc', s.ctx.job.id, 'a'));
   });
 
   it('options default to per-job, job-id, keep and documented limits', async () => {

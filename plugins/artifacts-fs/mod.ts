@@ -4,10 +4,10 @@
  * on the local filesystem, safely (see `_collect.ts`), under per-job and per-user quotas, and removes
  * old files by a retention policy. The server serves downloads through {@link resolveArtifact}.
  */
+import { createHash } from 'node:crypto';
 import { mkdirSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { ErrorCode, JthError } from '../../core/errors.ts';
 import { definePlugin } from '../../core/types.ts';
 import type { CollectContext, CollectResult, Plugin } from '../../core/types.ts';
 import { type CollectHooks, collectArtifacts } from './_collect.ts';
@@ -88,16 +88,20 @@ export const optionsSchema = z.object({
 /** Temp files older than this during a periodic GC are crash leftovers; at start, all of them are. */
 const TEMP_MAX_AGE_MS = 3_600_000;
 
-/** A user name is one path component in the store: refuse anything that is not. */
-function userDir(user: string): string {
-  if (!/^[A-Za-z0-9._@-]{1,128}$/.test(user) || user === '.' || user === '..') {
-    throw new JthError(ErrorCode.BAD_REQUEST, `User name "${user}" cannot name an artifact folder`, {
-      plugin: 'artifacts-fs',
-      hook: 'collect',
-      hint: 'Use user names of letters, digits, ".", "_", "@" and "-"',
-    });
-  }
-  return user;
+/**
+ * The store folder of a user: the name itself when it is a plain file name, else every byte outside
+ * `[A-Za-z0-9._@-]` as `%XX` (injective, since `%` is always escaped), hashed when still too long.
+ */
+export function userFolder(user: string): string {
+  const plain = /^[A-Za-z0-9._@-]+$/.test(user) && user !== '.' && user !== '..';
+  const name = plain
+    ? user
+    : Array.from(Buffer.from(user, 'utf8'), (b) => {
+        const c = String.fromCharCode(b);
+        return /[A-Za-z0-9_@-]/.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, '0')}`;
+      }).join('');
+  if (name.length <= 200) return name;
+  return `%sha256-${createHash('sha256').update(user).digest('hex')}`;
 }
 
 /** The folder (per-job) or prefix (flat) that `naming` gives a job. */
@@ -149,15 +153,15 @@ export function createArtifactsFs(
     },
     collect: async function collectArtifactsFs(ctx): Promise<CollectResult> {
       if (opts.mode === 'discard') return { artifacts: [], notes: ['artifacts discarded by policy'] };
-      const user = userDir(ctx.job.user);
+      const user = userFolder(ctx.job.user);
       const label = jobLabel(ctx, opts.naming);
       const previous = userLocks.get(user) ?? Promise.resolve();
-      const run = previous.then(() => {
+      const run = previous.then(async () => {
         const usage = userUsage(dir, user);
         const { perJob, perUser } = opts.limits;
         const destDir = opts.layout === 'per-job' ? uniqueFolder(join(dir, user), label) : join(dir, user);
         try {
-          return collectArtifacts({
+          return await collectArtifacts({
             root: ctx.plan.hostPaths.artifacts,
             destDir,
             prefix: opts.layout === 'flat' ? `${label}-` : '',
