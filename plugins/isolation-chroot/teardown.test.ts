@@ -1,0 +1,99 @@
+/**
+ * @module
+ * Teardown on the unhappy paths, for real: isolate failing midway, a work dir held busy by someone else,
+ * and cleanup running after (or instead of) the deferred undos.
+ */
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { createPlan } from '../../core/launch.ts';
+import { isMounted, uidInUse } from './mod.ts';
+import { createPlugin, memoryLogger, prepare, sandboxUnavailable, testJob } from './_testing.ts';
+
+const unavailable = sandboxUnavailable();
+if (unavailable) console.warn(`Skipping the isolation-chroot teardown suite: ${unavailable}`);
+
+function scratch() {
+  const m = new Map<string, unknown>();
+  return {
+    get: <T>(k: string) => m.get(k) as T | undefined,
+    set: <T>(k: string, v: T) => void m.set(k, v),
+    m,
+  };
+}
+
+describe.skipIf(unavailable !== null)('isolation-chroot teardown', () => {
+  it('isolate failing midway (job dir not reachable by the uid) leaves no uid, mount or etc behind', async () => {
+    const base = mkdtempSync(join(tmpdir(), 'jth-chroot-closed-'));
+    // 0700: the job's uid cannot reach the job dir below it.
+    chmodSync(base, 0o700);
+    const jobDir = mkdtempSync(join(base, 'job-'));
+    try {
+      const plugin = await createPlugin();
+      const plan = createPlan(jobDir);
+      const s = scratch();
+      const undos: Array<() => unknown> = [];
+      const ctx = { job: testJob(), log: memoryLogger(), signal: new AbortController().signal, scratch: s };
+      await expect(
+        plugin.isolate!({ ...ctx, plan, defer: (fn) => void undos.push(fn) }),
+      ).rejects.toMatchObject({
+        code: 'JTH_HOST_UNSUPPORTED',
+        message: expect.stringContaining(base),
+        hint: expect.stringContaining('o+x'),
+      });
+      const uid = (s.m.get('isolation-chroot') as { uid: number }).uid;
+      expect(uidInUse(uid)).toBe(true);
+      expect(plan.wrappers).toEqual([]);
+      expect(plan.sandboxed).toBe(false);
+      while (undos.length) await undos.pop()!();
+      // cleanup after the undos already ran must not fail, and twice neither.
+      await plugin.cleanup!({ ...ctx, plan, error: null, result: null });
+      await plugin.cleanup!({ ...ctx, plan: null, error: null, result: null });
+      expect(uidInUse(uid)).toBe(false);
+      expect(isMounted(plan.hostPaths.work)).toBe(false);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  });
+
+  it('cleanup alone undoes everything when the deferred undos never ran', async () => {
+    const p = await prepare();
+    const work = p.plan.hostPaths.work;
+    expect(isMounted(work)).toBe(true);
+    await p.plugin.cleanup!({
+      job: p.job,
+      log: p.log,
+      signal: new AbortController().signal,
+      scratch: {
+        get: () => ({ uid: p.uid, work, etcDir: join(p.plan.jobDir, '.jth-etc') }) as never,
+        set() {},
+      },
+      plan: p.plan,
+      error: null,
+      result: null,
+    });
+    expect(isMounted(work)).toBe(false);
+    expect(uidInUse(p.uid)).toBe(false);
+    expect(existsSync(join(p.plan.jobDir, '.jth-etc'))).toBe(false);
+    // The real undos then find nothing left to do.
+    await p.teardown();
+  });
+
+  it('a work dir held busy by a host process is detached with umount -l, and that is logged', async () => {
+    const p = await prepare();
+    const work = p.plan.hostPaths.work;
+    // A root process (not the job's uid, so nobody kills it) with its cwd on the tmpfs keeps it busy.
+    const holder = spawn('/bin/sleep', ['30'], { cwd: work, stdio: 'ignore' });
+    try {
+      await new Promise((r) => setTimeout(r, 50));
+      await p.teardown();
+      expect(isMounted(work)).toBe(false);
+      const warn = p.log.lines.find((l) => l.level === 'warn' && /umount -l/.test(l.msg ?? ''));
+      expect(warn?.msg).toMatch(/last resort/);
+    } finally {
+      holder.kill('SIGKILL');
+    }
+  });
+});
