@@ -73,10 +73,12 @@ function parseDays(value: string): number {
   return n;
 }
 
-function buildProgram(io: Io, setCode: (code: number) => void): Command {
-  const program = new Command('jth')
-    .description('Jobber the Hut: run functions and scripts on a jth server')
-    .version('0.1.0', '-V, --version')
+/**
+ * The connection flags, on each command that talks to a server. They are not global: `jth pki init
+ * --key TYPE` has a `--key` of its own, and a global one would swallow it.
+ */
+function withConnection(cmd: Command): Command {
+  return cmd
     .option('--server <url>', 'server URL (env JTH_SERVER)')
     .option('--cert <file>', 'client certificate, PEM (env JTH_CERT)')
     .option('--key <file>', 'client key, PEM (env JTH_KEY)')
@@ -84,6 +86,17 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
     .option(
       '--profile <file>',
       'profile JSON { server, cert, key, ca } (env JTH_PROFILE, default ~/.config/jth/profile.json)',
+    );
+}
+
+function buildProgram(io: Io, setCode: (code: number) => void): Command {
+  const program = new Command('jth')
+    .description('Jobber the Hut: run functions and scripts on a jth server')
+    .version('0.1.0', '-V, --version')
+    .addHelpText(
+      'after',
+      '\nCommands that talk to a server take --server URL --cert FILE --key FILE --ca FILE --profile FILE\n' +
+        '(or JTH_SERVER, JTH_CERT, JTH_KEY, JTH_CA, JTH_PROFILE; see cli/README.md).',
     )
     .showHelpAfterError('(run `jth --help` for usage)')
     .exitOverride()
@@ -93,7 +106,7 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
     });
 
   const flagsOf = (cmd: Command): ConnectionFlags => {
-    const o = cmd.optsWithGlobals<ConnectionFlags>();
+    const o = cmd.opts<ConnectionFlags>();
     return { server: o.server, cert: o.cert, key: o.key, ca: o.ca, profile: o.profile };
   };
 
@@ -129,8 +142,7 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
       setCode(ExitCode.ok);
     });
 
-  program
-    .command('invoke')
+  withConnection(program.command('invoke'))
     .description('bundle FILE, run it on the server, stream its output and exit with its exit code')
     .argument('<file>', 'entry file (.js, .mjs, .ts); a default export makes it a function job')
     .option('--data <json|@file>', 'input: a function argument or a script stdin (@- reads stdin)')
@@ -153,8 +165,7 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
       setCode(await invoke(file, opts, { io, flags: flagsOf(cmd) }));
     });
 
-  program
-    .command('jobs')
+  withConnection(program.command('jobs'))
     .description('list your jobs (a table on a TTY, tab-separated when piped)')
     .option('--all', "all users' jobs (admins)")
     .option('--json', 'JSON output')
@@ -163,8 +174,7 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
       setCode(await listJobs(opts, { io, flags: flagsOf(cmd) }));
     });
 
-  program
-    .command('status')
+  withConnection(program.command('status'))
     .description('show one job')
     .argument('<id>')
     .option('--json', 'JSON output')
@@ -173,8 +183,7 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
       setCode(await status(id, opts, { io, flags: flagsOf(cmd) }));
     });
 
-  program
-    .command('logs')
+  withConnection(program.command('logs'))
     .description("print a job's output (stdout to stdout, stderr to stderr)")
     .argument('<id>')
     .option('-f, --follow', 'keep streaming until the job ends')
@@ -185,8 +194,7 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
       setCode(await logs(id, { follow: opts.follow === true, offset }, { io, flags: flagsOf(cmd) }));
     });
 
-  program
-    .command('stop')
+  withConnection(program.command('stop'))
     .description('stop a job')
     .argument('<id>')
     .option('--json', 'JSON output')
@@ -195,8 +203,7 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
       setCode(await stop(id, opts, { io, flags: flagsOf(cmd) }));
     });
 
-  program
-    .command('artifacts')
+  withConnection(program.command('artifacts'))
     .description("list a job's artifacts, or download them all with --out")
     .argument('<id>')
     .option('--out <dir>', 'download every artifact into DIR')
