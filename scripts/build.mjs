@@ -1,11 +1,11 @@
 /**
  * @module
  * `npm run build`: bundle the CLI to `dist/cli.mjs`, and the parts it loads lazily (server, doctor,
- * pki) to `dist/<name>.mjs` when their sources exist. npm packages stay external, so the bundles hold
- * only jth's own ESM code and need no `createRequire` banner; `bin/jth.mjs` uses them when they are
- * newer than every source.
+ * pki) to `dist/<name>.mjs` when their sources exist. The project's npm dependencies stay external
+ * (except those in BUNDLED), so the bundles hold mostly jth's own code; `bin/jth.mjs` uses them when
+ * they are newer than every source.
  */
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
@@ -16,6 +16,22 @@ const entries = [
   { in: 'server/doctor.ts', out: 'doctor' },
   { in: 'plugins/auth-mtls/pki.ts', out: 'pki' },
 ];
+
+/**
+ * Packages bundled in rather than left external. ESM hoists every `import` of a bundle above its body,
+ * so a polyfill that jth's own code imports first (auth-mtls `_reflect.ts`, for tsyringe under
+ * @peculiar/x509) would run after an external package that needs it. Bundled, the package is
+ * evaluated in source order, after the polyfill.
+ */
+const BUNDLED = new Set(['@peculiar/x509']);
+const pkg = JSON.parse(readFileSync(`${root}package.json`, 'utf8'));
+const external = Object.keys({ ...pkg.dependencies, ...pkg.devDependencies })
+  .filter((name) => !BUNDLED.has(name))
+  .flatMap((name) => [name, `${name}/*`]);
+
+// The bundled CommonJS packages call require() for Node built-ins; ESM has none, so give them one.
+const banner =
+  "import { createRequire as __jthCreateRequire } from 'node:module'; const require = __jthCreateRequire(import.meta.url);";
 
 mkdirSync(`${root}dist`, { recursive: true });
 const started = performance.now();
@@ -36,7 +52,8 @@ for (const entry of entries) {
       platform: 'node',
       format: 'esm',
       target: 'node20',
-      packages: 'external',
+      external,
+      banner: { js: banner },
       sourcemap: 'linked',
       logLevel: 'silent',
     });
