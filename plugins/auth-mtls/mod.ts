@@ -218,7 +218,7 @@ export default definePlugin<AuthMtlsOptions>({
         const n = denied.current().size;
         log.info({ dir, revokedFile: denied.path, revoked: n }, 'mTLS authentication ready');
       },
-      authenticate(input) {
+      async authenticate(input) {
         if (!input.peerCertificate) return null;
         return checkPeer(input, { revoked: denied.current(), allowRoles: opts.allowRoles });
       },
