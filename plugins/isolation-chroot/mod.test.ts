@@ -52,7 +52,7 @@ function spec(patch: Partial<SandboxSpec> = {}): SandboxSpec {
 }
 
 /** The value following `flag` at each of its occurrences. */
-function after(args: string[], flag: string, n = 1): string[][] {
+function valuesAfter(args: string[], flag: string, n = 1): string[][] {
   const out: string[][] = [];
   args.forEach((a, i) => {
     if (a === flag) out.push(args.slice(i + 1, i + 1 + n));
@@ -107,8 +107,8 @@ describe('sandboxCommand()', () => {
     expect(cmd.binds).toEqual([]);
     const args = bwrapArgs(inner, spec());
     expect(args.indexOf('--clearenv')).toBeLessThan(args.indexOf('--setenv'));
-    expect(after(args, '--setenv', 2)).toEqual(Object.entries(inner.env));
-    expect(after(args, '--chdir')).toEqual([['/work']]);
+    expect(valuesAfter(args, '--setenv', 2)).toEqual(Object.entries(inner.env));
+    expect(valuesAfter(args, '--chdir')).toEqual([['/work']]);
   });
 
   it('unshares every namespace, refuses nested user namespaces and drops all caps', () => {
@@ -124,22 +124,22 @@ describe('sandboxCommand()', () => {
     }
     expect(args).not.toContain('--share-net');
     expect(args).not.toContain('--as-pid-1');
-    expect(after(args, '--cap-drop')).toEqual([['ALL']]);
-    expect(after(args, '--uid')).toEqual([['201234']]);
-    expect(after(args, '--gid')).toEqual([['201234']]);
-    expect(after(args, '--hostname')).toEqual([['jth-abc']]);
+    expect(valuesAfter(args, '--cap-drop')).toEqual([['ALL']]);
+    expect(valuesAfter(args, '--uid')).toEqual([['201234']]);
+    expect(valuesAfter(args, '--gid')).toEqual([['201234']]);
+    expect(valuesAfter(args, '--hostname')).toEqual([['jth-abc']]);
   });
 
   it('shares the network and binds resolv.conf only when allowed', () => {
     const args = bwrapArgs(inner, spec({ network: true }));
     expect(args).toContain('--share-net');
-    expect(after(args, '--ro-bind-try', 2)).toContainEqual(['/etc/resolv.conf', '/etc/resolv.conf']);
+    expect(valuesAfter(args, '--ro-bind-try', 2)).toContainEqual(['/etc/resolv.conf', '/etc/resolv.conf']);
     expect(bwrapArgs(inner, spec()).join(' ')).not.toContain('resolv.conf');
   });
 
   it('builds a namespace root of read-only host runtime binds and a frozen root tmpfs', () => {
     const args = bwrapArgs(inner, spec());
-    expect(after(args, '--ro-bind', 2)).toEqual([
+    expect(valuesAfter(args, '--ro-bind', 2)).toEqual([
       ['/usr', '/usr'],
       ['/lib32', '/lib32'],
       ['/s/j/.jth-etc/passwd', '/etc/passwd'],
@@ -147,29 +147,29 @@ describe('sandboxCommand()', () => {
       ['/opt/node/bin', '/opt/node/bin'],
       ['/dev/null', '/proc/keys'],
     ]);
-    expect(after(args, '--symlink', 2)).toEqual([['usr/bin', '/bin']]);
-    expect(after(args, '--ro-bind-try', 2)).toEqual([['/etc/ld.so.cache', '/etc/ld.so.cache']]);
-    expect(after(args, '--bind', 2)).toEqual([
+    expect(valuesAfter(args, '--symlink', 2)).toEqual([['usr/bin', '/bin']]);
+    expect(valuesAfter(args, '--ro-bind-try', 2)).toEqual([['/etc/ld.so.cache', '/etc/ld.so.cache']]);
+    expect(valuesAfter(args, '--bind', 2)).toEqual([
       ['/s/j/work', '/work'],
       ['/s/j/work/tmp', '/tmp'],
     ]);
-    expect(after(args, '--remount-ro')).toEqual([['/dev'], ['/']]);
+    expect(valuesAfter(args, '--remount-ro')).toEqual([['/dev'], ['/']]);
     // Masks go on the fresh /proc, so they must come after it.
     expect(args.indexOf('--proc')).toBeLessThan(args.lastIndexOf('/proc/keys'));
   });
 
   it('binds the operator rootfs read-only as / in chroot mode, with no host runtime binds', () => {
     const args = bwrapArgs(inner, spec({ mode: 'chroot', rootfs: '/srv/root', etcTry: [] }));
-    expect(after(args, '--ro-bind', 2)[0]).toEqual(['/srv/root', '/']);
+    expect(valuesAfter(args, '--ro-bind', 2)[0]).toEqual(['/srv/root', '/']);
     expect(args).not.toContain('/usr');
     expect(args).not.toContain('--symlink');
     // The bound rootfs is already read-only; only /dev needs freezing.
-    expect(after(args, '--remount-ro')).toEqual([['/dev']]);
+    expect(valuesAfter(args, '--remount-ro')).toEqual([['/dev']]);
   });
 
   it('binds a writable inner bind read-write only when it asks for it', () => {
     const args = bwrapArgs({ ...inner, binds: [{ source: '/data', readOnly: false }] }, spec());
-    expect(after(args, '--bind', 2)).toContainEqual(['/data', '/data']);
+    expect(valuesAfter(args, '--bind', 2)).toContainEqual(['/data', '/data']);
   });
 });
 
