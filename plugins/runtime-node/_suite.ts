@@ -209,14 +209,33 @@ export function runtimeSuite(runtime: string, makePlugin: () => Promise<Plugin>)
       expect(job.stdout()).not.toContain('resumed');
     });
 
-    it('a double-forked daemon does not outlive the job', async () => {
+    it('a background child left in the job group is dead when execute returns', async () => {
       const { job, res } = await run({
         source: [
           "import { spawn } from 'node:child_process';",
           "import { writeFileSync } from 'node:fs';",
-          '// setsid leaves the process group; the inner sh forks again and its parent exits.',
-          "const c = spawn('setsid', ['sh', '-c', 'sleep 300 & echo $! > \"$JTH_WORK/daemon.pid\"; exit 0'], { stdio: 'ignore', detached: true });",
-          "c.on('exit', () => { writeFileSync((process.env.JTH_WORK ?? '.') + '/done', ''); });",
+          "const w = (globalThis as any).Deno?.env.get('JTH_WORK') ?? process.env.JTH_WORK;",
+          "const c = spawn('sleep', ['300'], { stdio: 'ignore' });",
+          "writeFileSync(w + '/child.pid', String(c.pid));",
+          'c.unref();',
+          '',
+        ].join('\n'),
+      });
+      expect(res.exitCode).toBe(0);
+      const child = Number(
+        execFileSync('cat', [`${job.plan.hostPaths.work}/child.pid`], { encoding: 'utf8' }),
+      );
+      expect(child).toBeGreaterThan(1);
+      expect(isAlive(child)).toBe(false);
+    });
+
+    it('a double-forked daemon does not outlive the job', async () => {
+      const { job, res } = await run({
+        source: [
+          "import { execFileSync } from 'node:child_process';",
+          '// setsid(1) starts a new session (out of the job group); sh forks sleep into it and exits, so',
+          '// the daemon is orphaned. The pid file is renamed into place, so it is never seen half-written.',
+          "execFileSync('setsid', ['sh', '-c', 'sleep 300 & echo $! > \"$JTH_WORK/d.tmp\" && mv \"$JTH_WORK/d.tmp\" \"$JTH_WORK/daemon.pid\"'], { stdio: 'ignore' });",
           '',
         ].join('\n'),
       });

@@ -75,11 +75,12 @@ function alive(pid: number): boolean {
 /**
  * Kill every process whose environment carries this job's id. A fallback for hosts without a cgroup
  * killer: a double-forked daemon leaves the process group, but keeps the environment it was given.
- * Repeated until a pass finds nothing, because a process may fork while the sweep runs.
+ * Repeated until a pass finds nothing, because a process may fork while the sweep runs; then waits
+ * (up to `waitMs`) until the killed processes are gone, since SIGKILL is delivered asynchronously.
  */
-export function sweepJobProcesses(jobId: string): number {
+export async function sweepJobProcesses(jobId: string, waitMs = 2_000): Promise<number> {
   const marker = Buffer.from(`\0JTH_JOB_ID=${jobId}\0`);
-  let killed = 0;
+  const killed = new Set<number>();
   for (let pass = 0; pass < 20; pass++) {
     let found = 0;
     for (const name of readdirSync('/proc')) {
@@ -95,15 +96,44 @@ export function sweepJobProcesses(jobId: string): number {
       if (environ.indexOf(marker) === -1 || !alive(pid)) continue;
       try {
         process.kill(pid, 'SIGKILL');
+        killed.add(pid);
         found++;
       } catch {
         // Gone already.
       }
     }
-    killed += found;
     if (found === 0) break;
   }
-  return killed;
+  const deadline = Date.now() + waitMs;
+  while ([...killed].some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+  return killed.size;
+}
+
+/** Pids of live processes in process group `pgid`. */
+function groupMembers(pgid: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
+      // proc(5): after ") " come state, ppid, pgrp.
+      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(pgrp) === pgid && state !== 'Z') out.push(Number(name));
+    } catch {
+      // Gone.
+    }
+  }
+  return out;
+}
+
+/** Wait until the job's process group is empty: SIGKILL is delivered asynchronously. */
+async function waitGroupGone(pgid: number, waitMs = 2_000): Promise<boolean> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    if (groupMembers(pgid).length === 0) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }
 
 /** Run the plan's killers in order until one succeeds, then SIGKILL the process group. */
@@ -252,7 +282,10 @@ export async function runJob(ctx: ExecuteContext, options: RunOptions): Promise<
   } finally {
     ctx.signal.removeEventListener('abort', onAbort);
     const killerWorked = await killAll(ctx, pgid);
-    if (!killerWorked) sweepJobProcesses(job.id);
+    if (!killerWorked) await sweepJobProcesses(job.id);
+    if (pgid !== undefined && !(await waitGroupGone(pgid))) {
+      ctx.log.warn({ jobId: job.id, pgid }, 'job processes were still alive 2 s after SIGKILL');
+    }
   }
   // The pipes close once the last holder is dead; a timer guards against a holder we could not kill.
   let timer: NodeJS.Timeout | undefined;
