@@ -9,7 +9,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { ErrorCode } from '../core/errors.ts';
 import type { ConnectionFlags } from './connection.ts';
 import { CliError, ExitCode } from './exit.ts';
-import { defaultIo, type Io, reportError, writeOut } from './output.ts';
+import { defaultIo, type Io, reportError, useColor, writeOut } from './output.ts';
 
 export { ExitCode } from './exit.ts';
 
@@ -103,6 +103,8 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
     .configureOutput({
       writeOut: (s) => io.stdout.write(s),
       writeErr: (s) => io.stderr.write(s),
+      // Usage errors read like every other error of the CLI.
+      outputError: (s, write) => write(s.replace(/^error: /, 'jth: ')),
     });
 
   const flagsOf = (cmd: Command): ConnectionFlags => {
@@ -126,6 +128,7 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
       }
       const { startServer } = await loadPart<ServerModule>('server');
       const server = await startServer({
+        closeInheritedFds: true,
         ...(opts.config ? { configPath: opts.config } : {}),
         ...(port !== undefined ? { port } : {}),
         ...(opts.host ? { host: opts.host } : {}),
@@ -314,35 +317,17 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
   return program;
 }
 
-interface DoctorCheck {
-  name: string;
-  ok: boolean;
-  detail?: string;
-}
-
-/** Run `server/doctor.ts` and print its report. Accepts a string, a list of checks, or `{ ok, checks }`. */
+/**
+ * Run `server/doctor.ts` and print its report (with its own `formatDoctor` when it has one). Exit 0:
+ * the report describes the host, and a missing capability is a fact to read, not a failure of doctor.
+ */
 async function doctor(io: Io, json: boolean): Promise<number> {
-  const m = await loadPart<Record<string, unknown>>('doctor');
-  const fn = (m.doctor ?? m.runDoctor ?? m.default) as (() => unknown) | undefined;
-  if (typeof fn !== 'function') {
-    throw new CliError(
-      ErrorCode.HOST_UNSUPPORTED,
-      'server/doctor.ts exports no doctor() function',
-      ExitCode.failure,
-    );
-  }
-  const report = await fn();
-  if (json || typeof report !== 'object' || report === null) {
-    await writeOut(io.stdout, `${typeof report === 'string' ? report : JSON.stringify(report, null, 2)}\n`);
-    return ExitCode.ok;
-  }
-  const checks = (
-    Array.isArray(report) ? report : ((report as { checks?: DoctorCheck[] }).checks ?? [])
-  ) as DoctorCheck[];
-  for (const c of checks)
-    await writeOut(io.stdout, `${c.ok ? 'ok  ' : 'FAIL'}  ${c.name}${c.detail ? `: ${c.detail}` : ''}\n`);
-  const ok = (report as { ok?: boolean }).ok ?? checks.every((c) => c.ok);
-  return ok ? ExitCode.ok : ExitCode.failure;
+  type DoctorModule = typeof import('../server/doctor.ts');
+  const m = await loadPart<DoctorModule>('doctor');
+  const report = m.doctor();
+  const text = json ? JSON.stringify(report, null, 2) : m.formatDoctor(report, useColor(io.stdout, io.env));
+  await writeOut(io.stdout, `${text}\n`);
+  return ExitCode.ok;
 }
 
 /** Run the CLI with `argv` (without node and the script); resolves with the exit code. */
