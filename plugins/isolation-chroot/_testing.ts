@@ -146,6 +146,8 @@ export function runCommand(cmd: Command, stdin = ''): Promise<RunResult> {
     });
     child.on('error', reject);
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    // A job that exits without reading its stdin closes the pipe first; that is not an error.
+    child.stdin.on('error', () => {});
     child.stdin.end(stdin);
   });
 }
