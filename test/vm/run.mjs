@@ -274,27 +274,33 @@ function runInGuest({ vmlinux, initrd, timeout, extra }) {
       qemu.kill('SIGKILL');
     }, timeout * 1000);
     let buf = '';
+    // Decode as a stream: a UTF-8 character may be split across two reads of the serial port
+    qemu.stdout.setEncoding('utf8');
     qemu.stdout.on('data', (chunk) => {
-      buf += chunk.toString('utf8').replaceAll('\r', '');
+      buf += chunk.replaceAll('\r', '');
       let nl = buf.indexOf('\n');
       while (nl >= 0) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
         nl = buf.indexOf('\n');
-        if (line.startsWith('JTH_VM_READY')) {
-          times.boot = (Date.now() - started) / 1000;
-          log(
-            `guest up in ${times.boot.toFixed(1)}s (kernel uptime ${line.split(' ')[1]}s): running the suite`,
-          );
-        } else if (line.startsWith('JTH_VM_EXIT=')) {
-          serialRc = Number(line.slice('JTH_VM_EXIT='.length).split(' ')[0]);
-          if (times.boot !== null) times.suite = (Date.now() - started) / 1000 - times.boot;
-        } else if (line.startsWith('JTH_VM_FAIL')) {
-          log(`guest setup failed: ${line.slice('JTH_VM_FAIL '.length)}`);
-        } else if (line.startsWith('JTH_VM_STAGE1')) {
-          log('initramfs running');
-        } else {
+        // Markers may follow terminal escapes that the suite printed on the same console line
+        const marker = /JTH_VM_(STAGE1|READY|EXIT=|FAIL)(.*)$/.exec(line);
+        if (!marker) {
           process.stdout.write(`${line}\n`);
+          continue;
+        }
+        const [, kind, rest] = marker;
+        if (marker.index > 0) process.stdout.write(`${line.slice(0, marker.index)}\n`);
+        if (kind === 'READY') {
+          times.boot = (Date.now() - started) / 1000;
+          log(`guest up in ${times.boot.toFixed(1)}s (kernel uptime${rest}s): running the suite`);
+        } else if (kind === 'EXIT=') {
+          serialRc = Number(rest.split(' ')[0]);
+          if (times.boot !== null) times.suite = (Date.now() - started) / 1000 - times.boot;
+        } else if (kind === 'FAIL') {
+          log(`guest setup failed:${rest}`);
+        } else {
+          log('initramfs running');
         }
       }
     });
