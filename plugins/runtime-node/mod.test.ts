@@ -17,6 +17,32 @@ async function makePlugin(options: Record<string, unknown> = {}): Promise<Plugin
 
 runtimeSuite('node', () => makePlugin());
 
+describe('runtime-node output sink failures', () => {
+  it('a sink that throws is logged once and the job still runs to its end', async () => {
+    const plugin = await makePlugin();
+    const job = await makeJob(
+      { source: "for (let i = 0; i < 50; i++) console.log('line ' + i);\nprocess.exitCode = 4;\n" },
+      { runtime: 'node' },
+    );
+    let calls = 0;
+    job.ctx.output = {
+      write() {
+        calls++;
+        throw new Error('disk full');
+      },
+    };
+    try {
+      const res = await plugin.execute!(job.ctx);
+      expect(res?.exitCode).toBe(4);
+      expect(calls).toBe(1);
+      const lines = (job.ctx.log as ReturnType<typeof testLogger>).lines;
+      expect(lines.filter((l) => l.includes('job output sink failed'))).toHaveLength(1);
+    } finally {
+      job.cleanup();
+    }
+  });
+});
+
 describe('runtime-node options', () => {
   it('a missing node binary fails with a clear error naming it', async () => {
     const plugin = await makePlugin({ nodePath: '/nonexistent/bin/node' });

@@ -259,15 +259,32 @@ export async function runJob(ctx: ExecuteContext, options: RunOptions): Promise<
     else ctx.signal.addEventListener('abort', onAbort, { once: true });
   }
 
+  // A sink that fails must not take the server down from an event handler: the job keeps running,
+  // its output is drained and dropped, and the failure is logged once.
+  let sinkFailed = false;
+  const sinkError = (err: unknown) => {
+    if (!sinkFailed) ctx.log.error({ err, jobId: job.id }, 'job output sink failed; dropping further output');
+    sinkFailed = true;
+  };
   for (const name of ['stdout', 'stderr'] as const) {
     const stream = child[name];
     stream.on('data', (chunk: Buffer) => {
-      const pending = ctx.output.write(name, chunk);
+      if (sinkFailed) return;
+      let pending: void | Promise<void>;
+      try {
+        pending = ctx.output.write(name, chunk);
+      } catch (err) {
+        sinkError(err);
+        return;
+      }
       if (pending && typeof (pending as Promise<void>).then === 'function') {
         stream.pause();
         (pending as Promise<void>).then(
           () => stream.resume(),
-          () => stream.resume(),
+          (err) => {
+            sinkError(err);
+            stream.resume();
+          },
         );
       }
     });
