@@ -154,6 +154,33 @@ describe('JobLog', () => {
     await log.finish({});
   });
 
+  it('gives 20 concurrent watchers the same bytes as the file while a writer streams 5 MB', async () => {
+    const path = join(dir, 'many.log');
+    const log = await JobLog.create(path, { capBytes: 64 << 20, highWaterBytes: 256 * 1024 });
+    const watchers = Array.from({ length: 20 }, () => readAll(openLogStream(path)));
+    let seed = 7;
+    for (let sent = 0; sent < 5 * 1024 * 1024; ) {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      const chunk = new Uint8Array(1 + (seed % 100_000)).fill(seed & 0xff);
+      sent += chunk.byteLength;
+      await log.write(seed % 3 ? 'stdout' : 'stderr', chunk);
+    }
+    await log.finish({ state: 'succeeded' });
+    const file = new Uint8Array(await readFile(path));
+    for (const w of await Promise.all(watchers)) expect(Buffer.compare(w, file)).toBe(0);
+  });
+
+  it('releases nothing it did not hold when a watcher of a missing log is cancelled', async () => {
+    const before = await openFds();
+    const reader = openLogStream(join(dir, 'never.log'), { pollMs: 10 }).getReader();
+    const pending = reader.read();
+    await tick();
+    await reader.cancel();
+    expect((await pending).done).toBe(true);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(await openFds()).toBe(before);
+  });
+
   it('stops at the current end without follow', async () => {
     const path = join(dir, 'g.log');
     const log = await JobLog.create(path, { capBytes: 1 << 20 });

@@ -435,7 +435,13 @@ export function openLogStream(path: string, options: LogStreamOptions = {}): Rea
   async function openIfPresent(): Promise<boolean> {
     if (fh) return true;
     try {
-      fh = await open(full, 'r');
+      const opened = await open(full, 'r');
+      if (done) {
+        // Cancelled while opening: release() already ran, so this handle is ours to close.
+        await opened.close();
+        return false;
+      }
+      fh = opened;
       return true;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
@@ -477,7 +483,9 @@ export function openLogStream(path: string, options: LogStreamOptions = {}): Rea
         while (!done) {
           const growth = nextGrowth(full);
           try {
-            if (await openIfPresent()) {
+            const present = await openIfPresent();
+            if (done) return;
+            if (present && fh) {
               const want = tracker.endAt >= 0 ? Math.min(READ_CHUNK, tracker.endAt - pos) : READ_CHUNK;
               const { bytesRead } = want > 0 ? await fh!.read(buf, 0, want, pos) : { bytesRead: 0 };
               if (done) return;
