@@ -5,7 +5,6 @@
  * and daemonised jobs, and output under backpressure. Everything runs for real.
  */
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ExecuteResult, Plugin } from '../../core/types.ts';
@@ -281,9 +280,4 @@ export function runtimeSuite(runtime: string, makePlugin: () => Promise<Plugin>)
       expect(job.maxPending()).toBe(1);
     });
   });
-}
-
-/** Write `text` to a file; a tiny helper for tests that need a file of their own. */
-export function writeText(path: string, text: string): void {
-  writeFileSync(path, text);
 }
