@@ -3,10 +3,7 @@
  * Reading a jth identity out of a certificate's DER. Identity lives only in SAN URIs
  * (`urn:jth:user:<name>`, `urn:jth:role:<user|admin>`); the subject CN is for people and never read.
  */
-import './_reflect.ts';
-import * as x509 from '@peculiar/x509';
-
-x509.cryptoProvider.set(globalThis.crypto);
+import { x509 } from './_x509.ts';
 
 /** The SAN URI prefix naming the user. */
 export const USER_URN = 'urn:jth:user:';

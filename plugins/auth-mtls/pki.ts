@@ -9,10 +9,19 @@
  */
 import { createPrivateKey, randomBytes, type webcrypto } from 'node:crypto';
 import { isIP } from 'node:net';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
-import './_reflect.ts';
-import * as x509 from '@peculiar/x509';
+import { x509 } from './_x509.ts';
 import { ErrorCode, JthError } from '../../core/errors.ts';
 import { pkcs12 } from './_p12.ts';
 import {
@@ -28,8 +37,6 @@ import {
 
 export { certFacts, identityOf, normalizeSerial, ROLE_URN, USER_NAME, USER_URN } from './_identity.ts';
 export type { CertFacts, IdentityClaim, Role } from './_identity.ts';
-
-x509.cryptoProvider.set(globalThis.crypto);
 
 const PLUGIN = 'auth-mtls';
 const DAY_MS = 86_400_000;
@@ -488,6 +495,44 @@ export async function revoke(options: {
     );
   }
   const path = revokedPath(options.dir);
+  return withLock(`${path}.lock`, () => addSerial(path, serial));
+}
+
+/** How long a lock may be held before another writer takes it over (a crashed writer left it). */
+const STALE_LOCK_MS = 10_000;
+
+/**
+ * Run `fn` holding a lock file, so two concurrent revokes cannot both read the old list and one lose
+ * its serial. The lock is created with O_EXCL; waiters poll.
+ */
+async function withLock<T>(lock: string, fn: () => T): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      closeSync(openSync(lock, 'wx', 0o600));
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      try {
+        if (Date.now() - statSync(lock).mtimeMs > STALE_LOCK_MS) rmSync(lock, { force: true });
+      } catch {
+        // released meanwhile
+      }
+      if (i > 500)
+        throw badRequest(`The deny list is locked by "${lock}"`, 'Remove the lock file if no jth pki runs');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    rmSync(lock, { force: true });
+  }
+}
+
+function addSerial(
+  path: string,
+  serial: string,
+): { serial: string; revokedPath: string; alreadyRevoked: boolean } {
   let text = '';
   try {
     text = readFileSync(path, 'utf8');

@@ -1,0 +1,11 @@
+/**
+ * @module
+ * @peculiar/x509, loaded the one safe way: after the `Reflect` metadata shim its tsyringe dependency
+ * checks for at load time, and with Node's WebCrypto as its provider. Import x509 from here only.
+ */
+import './_reflect.ts';
+import * as x509 from '@peculiar/x509';
+
+x509.cryptoProvider.set(globalThis.crypto);
+
+export { x509 };
