@@ -11,10 +11,18 @@ import type { Logger } from '../../core/types.ts';
 /** Uids of the jobs running in this process. One uid per job, never shared while it runs. */
 const inUse = new Set<number>();
 
-/** Pick a free uid from `[start, start + count)` at random, never 0. Returns undefined when all are taken. */
-export function allocateUid(range: readonly [number, number]): number | undefined {
+/**
+ * Pick a free uid from `[start, start + count)` at random, never 0, never one of a running job of this
+ * process nor one in `options.taken` (e.g. {@link liveUids}: an orphan of a crashed server would
+ * otherwise share a uid with, and be signalable by, a new tenant). Returns undefined when all are taken.
+ */
+export function allocateUid(
+  range: readonly [number, number],
+  options: { taken?: ReadonlySet<number> } = {},
+): number | undefined {
   const [start, count] = range;
-  const free = (u: number) => u !== 0 && !inUse.has(u);
+  const taken = options.taken ?? new Set<number>();
+  const free = (u: number) => u !== 0 && !inUse.has(u) && !taken.has(u);
   for (let i = 0; i < 64; i++) {
     const u = start + Math.floor(Math.random() * count);
     if (free(u)) return take(u);
@@ -93,6 +101,21 @@ export function unmountTmpfs(dir: string, log: Logger): void {
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'ENOENT' && code !== 'ENOTEMPTY') throw err;
   }
+}
+
+/** Every uid (real, effective, saved or fs) that some live process has right now. */
+export function liveUids(): Set<number> {
+  const uids = new Set<number>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const m = /^Uid:\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)/m.exec(readFileSync(`/proc/${name}/status`, 'utf8'));
+      for (const x of m?.slice(1) ?? []) uids.add(Number(x));
+    } catch {
+      // exited while we looked
+    }
+  }
+  return uids;
 }
 
 /** Live (non-zombie) pids whose real, effective, saved or fs uid is `uid` (`Uid:` in proc(5) status). */

@@ -207,6 +207,13 @@ describe('allocateUid()', () => {
     for (const u of got) releaseUid(u);
   });
 
+  it('skips uids that a live process already has', () => {
+    const u = allocateUid([10, 3], { taken: new Set([10, 12]) });
+    expect(u).toBe(11);
+    expect(allocateUid([10, 3], { taken: new Set([10, 12]) })).toBeUndefined();
+    releaseUid(11);
+  });
+
   it('never returns uid 0 even when the range starts there', () => {
     const u = allocateUid([0, 1]);
     expect(u).toBeUndefined();

@@ -27,6 +27,7 @@ import {
   allocateUid,
   inheritableFds,
   killUid,
+  liveUids,
   mountTmpfs,
   releaseUid,
   settleUid,
@@ -40,6 +41,7 @@ export {
   inheritableFds,
   isMounted,
   killUid,
+  liveUids,
   processesOfUid,
   releaseUid,
   settleUid,
@@ -288,7 +290,7 @@ export default definePlugin<IsolationChrootOptions>({
         const s: Scratch = {};
         ctx.scratch.set(NAME, s);
 
-        const uid = allocateUid(opts.uidRange);
+        const uid = allocateUid(opts.uidRange, { taken: liveUids() });
         if (uid === undefined) {
           throw new JthError(ErrorCode.LIMIT_EXCEEDED, 'Every uid of the sandbox range is in use', {
             plugin: NAME,

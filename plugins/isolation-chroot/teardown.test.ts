@@ -81,6 +81,33 @@ describe.skipIf(unavailable !== null)('isolation-chroot teardown', () => {
     await p.teardown();
   });
 
+  it('never hands a new job the uid of a live leftover process', async () => {
+    const orphan = spawn(
+      '/usr/bin/setpriv',
+      ['--reuid=230000', '--regid=230000', '--clear-groups', '/bin/sleep', '30'],
+      {
+        stdio: 'ignore',
+      },
+    );
+    try {
+      await new Promise((r) => setTimeout(r, 100));
+      const p = await prepare({ plugin: { uidRange: [230000, 2] } });
+      try {
+        expect(p.uid).toBe(230001);
+        await expect(prepare({ plugin: { uidRange: [230000, 2] } })).rejects.toMatchObject({
+          code: 'JTH_LIMIT_EXCEEDED',
+        });
+      } finally {
+        await p.teardown();
+      }
+      // The orphan is not the job's: the job's teardown must leave it alone.
+      expect(orphan.exitCode).toBeNull();
+      expect(orphan.signalCode).toBeNull();
+    } finally {
+      orphan.kill('SIGKILL');
+    }
+  });
+
   it('a work dir held busy by a host process is detached with umount -l, and that is logged', async () => {
     const p = await prepare();
     const work = p.plan.hostPaths.work;
