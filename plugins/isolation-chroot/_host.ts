@@ -60,6 +60,48 @@ export function mountPoints(): string[] {
     .map((line) => unescapeMountPath(line.split(' ')[4] ?? ''));
 }
 
+/** One line of /proc/self/mountinfo, as far as we need it. */
+export interface MountEntry {
+  mountPoint: string;
+  fsType: string;
+  superOptions: string;
+}
+
+/** Parse mountinfo text: fields 5 and, after the ` - ` separator, fstype and super options (proc(5)). */
+export function parseMountinfo(text: string): MountEntry[] {
+  const out: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    const [head = '', tail = ''] = line.split(' - ');
+    const fields = tail.split(' ');
+    out.push({
+      mountPoint: unescapeMountPath(head.split(' ')[4] ?? ''),
+      fsType: fields[0] ?? '',
+      superOptions: fields[2] ?? '',
+    });
+  }
+  return out;
+}
+
+/**
+ * Work tmpfs mounts a crashed server left under `stateDir`: tmpfs on a `.../work` mount point owned by
+ * a uid of `range`. A new server process has no running job yet, so every one of them is stale.
+ */
+export function staleWorkMounts(
+  entries: MountEntry[],
+  options: { stateDir: string; range: readonly [number, number] },
+): Array<{ mountPoint: string; uid: number }> {
+  const [start, count] = options.range;
+  const prefix = `${options.stateDir.replace(/\/+$/, '')}/`;
+  const out: Array<{ mountPoint: string; uid: number }> = [];
+  for (const e of entries) {
+    if (e.fsType !== 'tmpfs' || !e.mountPoint.startsWith(prefix) || !e.mountPoint.endsWith('/work')) continue;
+    const uid = Number(/(?:^|,)uid=(\d+)/.exec(e.superOptions)?.[1]);
+    if (uid >= start && uid < start + count) out.push({ mountPoint: e.mountPoint, uid });
+  }
+  return out;
+}
+
 /** Whether `dir` is a mount point right now. */
 export function isMounted(dir: string): boolean {
   return mountPoints().includes(dir);

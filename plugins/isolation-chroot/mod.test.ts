@@ -10,9 +10,11 @@ import definition, {
   bwrapArgs,
   etcContents,
   jobHostname,
+  parseMountinfo,
   releaseUid,
   type SandboxSpec,
   sandboxCommand,
+  staleWorkMounts,
   uidInUse,
 } from './mod.ts';
 
@@ -188,6 +190,24 @@ describe('etcContents()', () => {
     expect(etc.group).toContain('job:x:201234:');
     expect(etc.hosts).toMatch(/^127\.0\.0\.1\tlocalhost jth-abc$/m);
     expect(etc.hostname).toBe('jth-abc\n');
+  });
+});
+
+describe('staleWorkMounts()', () => {
+  it('picks tmpfs work mounts under the state dir owned by a uid of the range, unescaping paths', () => {
+    const text = [
+      '42 27 0:39 / /srv/jth/jobs/a/work rw,nosuid,nodev - tmpfs tmpfs rw,size=1024k,mode=700,uid=200005,gid=200005',
+      '43 27 0:40 / /srv/jth/jobs/b\\040c/work rw - tmpfs tmpfs rw,size=1024k,mode=700,uid=200006,gid=200006',
+      '44 27 0:41 / /srv/jth/jobs/c/work rw - tmpfs tmpfs rw,size=1024k,uid=1000,gid=1000',
+      '45 27 0:42 / /srv/jth/jobs/d/app rw - tmpfs tmpfs rw,uid=200007,gid=200007',
+      '46 27 0:43 / /srv/other/work rw - tmpfs tmpfs rw,uid=200008,gid=200008',
+      '47 27 254:0 / /srv/jth/jobs/e/work rw - ext4 /dev/vda rw',
+    ].join('\n');
+    const stale = staleWorkMounts(parseMountinfo(text), { stateDir: '/srv/jth', range: [200000, 65536] });
+    expect(stale).toEqual([
+      { mountPoint: '/srv/jth/jobs/a/work', uid: 200005 },
+      { mountPoint: '/srv/jth/jobs/b c/work', uid: 200006 },
+    ]);
   });
 });
 

@@ -12,6 +12,7 @@ import {
   existsSync,
   lstatSync,
   mkdirSync,
+  readFileSync,
   readlinkSync,
   rmSync,
   statSync,
@@ -29,8 +30,10 @@ import {
   killUid,
   liveUids,
   mountTmpfs,
+  parseMountinfo,
   releaseUid,
   settleUid,
+  staleWorkMounts,
   unmountTmpfs,
 } from './_host.ts';
 
@@ -42,9 +45,11 @@ export {
   isMounted,
   killUid,
   liveUids,
+  parseMountinfo,
   processesOfUid,
   releaseUid,
   settleUid,
+  staleWorkMounts,
   uidInUse,
 } from './_host.ts';
 
@@ -215,7 +220,7 @@ export default definePlugin<IsolationChrootOptions>({
       name: NAME,
       apiVersion: 1,
 
-      start: function checkHost(ctx): void {
+      start: async function checkHost(ctx): Promise<void> {
         if (process.getuid?.() !== 0) {
           throw new JthError(ErrorCode.HOST_UNSUPPORTED, 'Plugin isolation-chroot must run as root', {
             plugin: NAME,
@@ -265,6 +270,21 @@ export default definePlugin<IsolationChrootOptions>({
               hook: 'start',
               hint: 'Install bubblewrap and util-linux setpriv, and allow unprivileged user namespaces',
             },
+          );
+        }
+        // Reconcile after a crash: bwrap died with the old server, but its work tmpfs mounts did not.
+        const stale = staleWorkMounts(parseMountinfo(readFileSync('/proc/self/mountinfo', 'utf8')), {
+          stateDir: ctx.stateDir,
+          range: opts.uidRange,
+        });
+        for (const m of stale) {
+          await reapUid(m.uid, ctx.log);
+          unmountTmpfs(m.mountPoint, ctx.log);
+        }
+        if (stale.length) {
+          ctx.log.warn(
+            { mounts: stale.map((m) => m.mountPoint) },
+            'Unmounted work tmpfs left by a previous server run',
           );
         }
         const leaky = inheritableFds();

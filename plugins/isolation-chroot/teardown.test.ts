@@ -3,13 +3,14 @@
  * Teardown on the unhappy paths, for real: isolate failing midway, a work dir held busy by someone else,
  * and cleanup running after (or instead of) the deferred undos.
  */
-import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createPlan } from '../../core/launch.ts';
 import { isMounted, uidInUse } from './mod.ts';
+import { mountTmpfs } from './_host.ts';
 import { createPlugin, memoryLogger, prepare, sandboxUnavailable, testJob } from './_testing.ts';
 
 const unavailable = sandboxUnavailable();
@@ -79,6 +80,35 @@ describe.skipIf(unavailable !== null)('isolation-chroot teardown', () => {
     expect(existsSync(join(p.plan.jobDir, '.jth-etc'))).toBe(false);
     // The real undos then find nothing left to do.
     await p.teardown();
+  });
+
+  it('start() unmounts work tmpfs mounts a crashed server left in its state dir, and only those', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'jth-chroot-crash-'));
+    const ours = join(stateDir, 'jobs', 'j1', 'work');
+    const foreign = join(stateDir, 'jobs', 'j2', 'work');
+    try {
+      for (const [dir, uid] of [
+        [ours, 210001],
+        [foreign, 1000],
+      ] as const) {
+        mkdirSync(dir, { recursive: true });
+        mountTmpfs(dir, { sizeBytes: 1 << 20, uid });
+      }
+      const plugin = await createPlugin();
+      const log = memoryLogger();
+      await plugin.start!({ log, stateDir, runningJobs: new Set(['j1']) });
+      expect(isMounted(ours)).toBe(false);
+      // Not a uid of our range: someone else's mount, left alone.
+      expect(isMounted(foreign)).toBe(true);
+      expect(
+        log.lines.find((l) => l.level === 'warn' && /previous server run/.test(l.msg ?? ''))?.obj,
+      ).toEqual({
+        mounts: [ours],
+      });
+    } finally {
+      for (const dir of [ours, foreign]) if (isMounted(dir)) spawnSync('/bin/umount', [dir]);
+      rmSync(stateDir, { recursive: true, force: true });
+    }
   });
 
   it('never hands a new job the uid of a live leftover process', async () => {
