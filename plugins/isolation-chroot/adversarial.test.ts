@@ -127,6 +127,7 @@ describe.skipIf(unavailable !== null)('isolation-chroot against a hostile job', 
   it('gains nothing from setuid binaries: its own copy or the host su, mount and passwd', async () => {
     const r = await runScript(
       `cp /usr/bin/id /work/id && chmod 4755 /work/id; /work/id -u; echo own=$?
+       grep -E ' /(work|tmp|usr) ' /proc/self/mountinfo | cut -d' ' -f5,6 | sed 's/^/MNT /'
        (sleep 2 | /usr/bin/su root -c id; echo su=$?) & sleep 0.5
        for p in /proc/[0-9]*; do grep -q '^Name:.*su$' $p/status 2>/dev/null && grep '^Uid' $p/status | sed 's/^/SU /'; done
        /usr/bin/mount -t tmpfs x /work; echo mount=$?
@@ -135,6 +136,10 @@ describe.skipIf(unavailable !== null)('isolation-chroot against a hostile job', 
     );
     const uid = r.prepared.uid;
     expect(r.stdout).toContain(`${uid}\nown=0`);
+    // Every place the job can write or exec from ignores setuid bits.
+    const mnts = r.stdout.match(/^MNT .*$/gm) ?? [];
+    expect(mnts.map((m) => m.split(' ')[1])).toEqual(['/usr', '/work', '/tmp']);
+    for (const m of mnts) expect(m.split(' ')[2]!.split(',')).toContain('nosuid');
     // While it runs, the setuid-root su keeps the job's uid in all four slots.
     expect(r.stdout).toMatch(new RegExp(`^SU Uid:\\s+${uid}\\s+${uid}\\s+${uid}\\s+${uid}$`, 'm'));
     expect(r.stdout).toMatch(/su=[1-9]/);
