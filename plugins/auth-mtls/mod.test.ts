@@ -395,6 +395,20 @@ describe('options and the deny list', () => {
     expect(await v.validate({})).toEqual({ value: { allowRoles: ['user', 'admin'] } });
   });
 
+  it('a parsed certificate is cached, but its dates are checked on every request', async () => {
+    const ivy = await issueClient({ dir: pkiDir, user: 'ivy', days: 1 });
+    const input = { peerCertificate: derOf(ivy.certPath), tlsAuthorized: true, headers: {} };
+    const o = { revoked: new Set<string>(), allowRoles: ['user', 'admin'] as const };
+    expect(checkPeer(input, { ...o, allowRoles: [...o.allowRoles] })?.user).toBe('ivy');
+    expect(() => checkPeer(input, { ...o, allowRoles: ['user'], now: Date.now() + 2 * 86_400_000 })).toThrow(
+      /expired on/,
+    );
+    expect(() => checkPeer({ ...input, tlsAuthorized: false }, { ...o, allowRoles: ['user'] })).toThrow(
+      /not verified/,
+    );
+    expect(checkPeer({ headers: {} }, { ...o, allowRoles: ['user'] })).toBeNull();
+  });
+
   it('the deny list sees a rewrite within the same millisecond, and a missing file is empty', async () => {
     const dir = join(root, 'deny');
     mkdirSync(dir);

@@ -6,7 +6,7 @@
  * validity dates, the deny list (`revoked.txt`, re-read on change, so a revoke applies to the very next
  * request, kept-alive or resumed connections included) and the identity.
  */
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { z } from 'zod';
@@ -15,7 +15,6 @@ import { definePlugin } from '../../core/types.ts';
 import type { AuthInput, Plugin, Principal } from '../../core/types.ts';
 import { certFacts, identityOf, ROLES, type CertFacts, type Role } from './_identity.ts';
 import { parseRevoked } from './pki.ts';
-import { readFileSync } from 'node:fs';
 
 export { tlsClientOptions, tlsServerOptions } from './pki.ts';
 
@@ -116,6 +115,27 @@ export class DenyList {
   }
 }
 
+/** How many parsed certificates are kept. Parsing DER with @peculiar/x509 costs ~2 ms; a hit ~2 µs. */
+const FACTS_CACHE_SIZE = 1024;
+const factsCache = new Map<string, CertFacts>();
+
+/**
+ * The facts of a certificate, parsed once per distinct DER. Only what the bytes say is cached (names,
+ * dates, EKU); every check against the clock, the deny list and the TLS verdict runs on each request.
+ */
+function cachedFacts(der: Uint8Array): CertFacts {
+  const key = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString('base64');
+  let facts = factsCache.get(key);
+  if (facts) {
+    factsCache.delete(key);
+  } else {
+    facts = Object.freeze(certFacts(der));
+    if (factsCache.size >= FACTS_CACHE_SIZE) factsCache.delete(factsCache.keys().next().value!);
+  }
+  factsCache.set(key, facts);
+  return facts;
+}
+
 /** What {@link checkPeer} needs besides the request. */
 export interface CheckOptions {
   revoked: ReadonlySet<string>;
@@ -142,7 +162,7 @@ export function checkPeer(input: AuthInput, options: CheckOptions): Principal | 
   }
   let facts: CertFacts;
   try {
-    facts = certFacts(input.peerCertificate);
+    facts = cachedFacts(input.peerCertificate);
   } catch (err) {
     throw refuse(401, `The client certificate cannot be parsed: ${(err as Error).message}`);
   }
