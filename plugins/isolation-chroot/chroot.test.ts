@@ -66,6 +66,24 @@ describe.skipIf(unavailable !== null)('isolation-chroot in chroot mode', () => {
     expect(r.stdout).toMatch(/^data\n\/work$/m);
   });
 
+  it('keeps the same walls as namespace mode: no caps, no mount or unshare, no route, a capped /work', async () => {
+    const r = await runScript(
+      `grep -E '^(Uid|CapEff|CapBnd|NoNewPrivs):' /proc/self/status
+       mount -t tmpfs x /work; echo mount=$?; unshare -r true; echo unshare=$?; nsenter -t 1 -m true; echo nsenter=$?
+       echo ROUTES $(tail -n +2 /proc/net/route | wc -l)
+       echo ENOSPC $(dd if=/dev/zero of=/work/big bs=1M count=300 2>&1 | grep -ci 'no space')`,
+      { plugin: { mode: 'chroot', rootfs } },
+    );
+    const uid = r.prepared.uid;
+    expect(r.stdout).toMatch(new RegExp(`^Uid:\\s+${uid}\\s+${uid}\\s+${uid}\\s+${uid}$`, 'm'));
+    expect(r.stdout).toMatch(/^CapEff:\s+0+$/m);
+    expect(r.stdout).toMatch(/^CapBnd:\s+0+$/m);
+    expect(r.stdout).toMatch(/^NoNewPrivs:\s+1$/m);
+    for (const k of ['mount', 'unshare', 'nsenter']) expect(r.stdout).toMatch(new RegExp(`${k}=[1-9]`));
+    expect(r.stdout).toMatch(/^ROUTES 0$/m);
+    expect(r.stdout).toMatch(/^ENOSPC 1$/m);
+  });
+
   it('refuses to bind a path the root has no mount point for', async () => {
     const p = await prepare({ plugin: { mode: 'chroot', rootfs } });
     try {
