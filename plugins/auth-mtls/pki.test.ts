@@ -255,6 +255,15 @@ describe('ensureDevPki and tlsServerOptions', () => {
     // A new CA makes every leaf stale: they would no longer chain.
     await initCa({ dir: d, force: true });
     expect(await ensureDevPki(spec)).toEqual({ created: ['server', 'client dev'] });
+
+    // A CA whose key went offline is never replaced; only issuing needs the key.
+    const caCert = readFileSync(join(d, 'ca.crt'), 'utf8');
+    rmSync(join(d, 'ca.key'));
+    expect(await ensureDevPki(spec)).toEqual({ created: [] });
+    await expect(ensureDevPki({ ...spec, users: [{ user: 'newbie' }] })).rejects.toThrow(
+      /ca\.key is missing/,
+    );
+    expect(readFileSync(join(d, 'ca.crt'), 'utf8')).toBe(caCert);
   });
 
   it('tlsServerOptions asks for TLS 1.3 and a client certificate, and never reads ca.key', async () => {

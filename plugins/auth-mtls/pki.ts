@@ -585,7 +585,9 @@ export async function ensureDevPki(options: EnsureDevPkiOptions): Promise<Ensure
   const { dir, hosts, ips, users } = options;
   const created: string[] = [];
   const ca = caPaths(dir);
-  if (await stale(ca.cert, ca.key, null)) {
+  // Only the CA certificate decides: a CA whose key was moved offline is kept, never replaced (issuing
+  // a leaf then fails with "ca.key is missing", which is the operator's cue).
+  if (await stale(ca.cert, ca.cert, null)) {
     await initCa({ dir, force: true });
     created.push('ca');
   }
