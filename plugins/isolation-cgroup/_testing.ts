@@ -4,7 +4,7 @@
  * server. Used by the host tests here and by the cgroup v2 lane in test/vm/.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildCommand, createPlan, jobEnv } from '../../core/launch.ts';
@@ -185,4 +185,14 @@ export function isAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * A temp-dir stand-in for a cgroup: a directory holding the given interface files, as the kernel would
+ * offer them. The helpers never create interface files, so a test must list those it writes.
+ */
+export function fakeCgroup(dir: string, files: Record<string, string>): string {
+  mkdirSync(dir, { recursive: true });
+  for (const [name, content] of Object.entries(files)) writeFileSync(join(dir, name), content);
+  return dir;
 }

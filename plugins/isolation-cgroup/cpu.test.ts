@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { fakeCgroup } from './_testing.ts';
 import { cpuMaxLine, readCpuMax, setCpuMax } from './cpu.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'jth-cg-cpu-'));
@@ -28,6 +29,7 @@ describe('cpu.max', () => {
   });
 
   it('writes cpu.max and reads it back in cores', async () => {
+    fakeCgroup(tmp, { 'cpu.max': 'max 100000\n' });
     await setCpuMax(tmp, 0.5);
     expect(readFileSync(join(tmp, 'cpu.max'), 'utf8')).toBe('50000 100000');
     expect(await readCpuMax(tmp)).toBe(0.5);

@@ -7,6 +7,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { fakeCgroup } from './_testing.ts';
 import { findBlockDevice, ioMaxLine, setIoMax, splitDev } from './io.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'jth-cg-io-'));
@@ -59,6 +60,7 @@ describe('io.max', () => {
   it('caps reads and writes alike, "max" for none', async () => {
     expect(ioMaxLine('254:0', 1_048_576)).toBe('254:0 rbps=1048576 wbps=1048576');
     expect(ioMaxLine('254:0', 0)).toBe('254:0 rbps=max wbps=max');
+    fakeCgroup(tmp, { 'io.max': '' });
     await setIoMax(tmp, '8:0', 2048);
     expect(readFileSync(join(tmp, 'io.max'), 'utf8')).toBe('8:0 rbps=2048 wbps=2048');
   });

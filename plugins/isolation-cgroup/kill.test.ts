@@ -4,12 +4,14 @@
  * has cgroup.kill, cgroup.freeze and cgroup.events even without controllers.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isAlive, randomSuffix } from './_testing.ts';
+import { fakeCgroup, isAlive, randomSuffix } from './_testing.ts';
 import {
   childCgroups,
+  isPopulated,
   killAll,
   killAndRemove,
   killByFreeze,
@@ -55,8 +57,39 @@ async function removeTree(dir: string): Promise<void> {
   rmdirSync(dir);
 }
 
+const tmp = mkdtempSync(join(tmpdir(), 'jth-cg-kill-'));
 beforeAll(() => mkdirSync(ROOT));
-afterAll(() => removeTree(ROOT));
+afterAll(async () => {
+  rmSync(tmp, { recursive: true, force: true });
+  await removeTree(ROOT);
+});
+
+describe('reading a cgroup (temp dirs)', () => {
+  it('reads populated from cgroup.events and pids from cgroup.procs', async () => {
+    const busy = fakeCgroup(join(tmp, 'busy'), {
+      'cgroup.events': 'populated 1\nfrozen 0\n',
+      'cgroup.procs': '12\n34\n',
+    });
+    const idle = fakeCgroup(join(tmp, 'idle'), {
+      'cgroup.events': 'populated 0\nfrozen 0\n',
+      'cgroup.procs': '',
+    });
+    expect(await isPopulated(busy)).toBe(true);
+    expect(await isPopulated(idle)).toBe(false);
+    expect(await listPids(busy)).toEqual([12, 34]);
+    expect(await listPids(join(tmp, 'gone'))).toEqual([]);
+  });
+
+  it('falls back to SIGKILL per pid when the kernel has no cgroup.kill (before 5.14)', async () => {
+    const child = spawn('sleep', ['1000'], { stdio: 'ignore' });
+    const exited = new Promise<NodeJS.Signals | null>((r) => child.on('exit', (_c, sig) => r(sig)));
+    // No cgroup.kill and no cgroup.freeze here: only cgroup.procs, as on a 5.1 kernel
+    const dir = fakeCgroup(join(tmp, 'old-kernel'), { 'cgroup.procs': `${child.pid}\n` });
+    await killAll(dir);
+    expect(await exited).toBe('SIGKILL');
+    expect(existsSync(join(dir, 'cgroup.kill'))).toBe(false);
+  });
+});
 
 describe('killAndRemove', () => {
   it('kills a double-forked setsid daemon and removes the cgroup', async () => {

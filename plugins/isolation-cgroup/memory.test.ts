@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { fakeCgroup } from './_testing.ts';
 import { readMemoryMax, setMemoryLimit } from './memory.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'jth-cg-mem-'));
@@ -13,9 +14,11 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 describe('setMemoryLimit', () => {
   it('writes memory.max, no swap and group OOM kill for a job', async () => {
-    const dir = join(tmp, 'job');
-    mkdirSync(dir);
-    writeFileSync(join(dir, 'memory.swap.max'), 'max\n');
+    const dir = fakeCgroup(join(tmp, 'job'), {
+      'memory.max': 'max\n',
+      'memory.swap.max': 'max\n',
+      'memory.oom.group': '0\n',
+    });
     await setMemoryLimit(dir, 64 * 1024 * 1024);
     expect(readFileSync(join(dir, 'memory.max'), 'utf8')).toBe('67108864');
     expect(readFileSync(join(dir, 'memory.swap.max'), 'utf8')).toBe('0');
@@ -24,10 +27,10 @@ describe('setMemoryLimit', () => {
   });
 
   it('leaves memory.oom.group alone for a user and skips swap when swap is not accounted', async () => {
-    const dir = join(tmp, 'user');
-    mkdirSync(dir);
+    const dir = fakeCgroup(join(tmp, 'user'), { 'memory.max': 'max\n', 'memory.oom.group': '0\n' });
     await setMemoryLimit(dir, 1024, { oomGroup: false });
-    expect(existsSync(join(dir, 'memory.oom.group'))).toBe(false);
+    expect(readFileSync(join(dir, 'memory.max'), 'utf8')).toBe('1024');
+    expect(readFileSync(join(dir, 'memory.oom.group'), 'utf8')).toBe('0\n');
     expect(existsSync(join(dir, 'memory.swap.max'))).toBe(false);
   });
 

@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { fakeCgroup } from './_testing.ts';
 import { readPidsMax, setPidsMax } from './pids.ts';
 
 const tmp = mkdtempSync(join(tmpdir(), 'jth-cg-pids-'));
@@ -13,6 +14,7 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 describe('pids.max', () => {
   it('writes the cap and reads it back', async () => {
+    fakeCgroup(tmp, { 'pids.max': 'max\n' });
     await setPidsMax(tmp, 64);
     expect(readFileSync(join(tmp, 'pids.max'), 'utf8')).toBe('64');
     expect(await readPidsMax(tmp)).toBe(64);

@@ -60,6 +60,7 @@ describe('controllers', () => {
     const root = join(tmp, 'root');
     mkdirSync(root);
     writeFileSync(join(root, 'cgroup.controllers'), 'cpu memory\n');
+    writeFileSync(join(root, 'cgroup.subtree_control'), '');
     const jobs = join(root, 'jth', 'users', 'alice', 'jobs');
     // A temp dir has no kernel to fill in cgroup.controllers below the root, so only the root delegates
     await ensurePath(root, jobs, ['cpu', 'memory']);
