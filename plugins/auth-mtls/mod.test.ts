@@ -375,6 +375,32 @@ describe('auth-mtls over real TLS 1.3 handshakes', () => {
     expect(r.body.principal).toMatchObject({ user: 'gina', role: 'user' });
   });
 
+  it('curl authenticates with the PKCS#12 bundle (--cert-type P12)', async () => {
+    const jo = await issueClient({ dir: pkiDir, user: 'jo', role: 'admin', p12: true });
+    const out = await new Promise<string>((done, fail) => {
+      const child = execFile(
+        'curl',
+        [
+          '--silent',
+          '--show-error',
+          '--noproxy',
+          '*',
+          '--cacert',
+          join(pkiDir, 'ca.crt'),
+          '--cert',
+          `${jo.p12Path}:${jo.p12Password}`,
+          '--cert-type',
+          'P12',
+          `https://127.0.0.1:${t.port}/whoami`,
+        ],
+        { timeout: 10_000, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } },
+        (err, stdout, stderr) => (err ? fail(new Error(`curl failed: ${stderr}`)) : done(stdout)),
+      );
+      child.stdin?.end();
+    });
+    expect(JSON.parse(out).principal).toMatchObject({ user: 'jo', role: 'admin' });
+  });
+
   it('a role outside allowRoles is refused with 403', async () => {
     const p = await definition.create(
       { dir: pkiDir, allowRoles: ['admin'] },
