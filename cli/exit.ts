@@ -23,6 +23,8 @@ export const ExitCode = {
   tempFail: 75,
   /** TLS or authentication was refused (EX_NOPERM). */
   noPerm: 77,
+  /** `jth invoke` left a running job on a second Ctrl-C (128 + SIGINT, as shells report). */
+  interrupted: 130,
   /** The job hit its wall-clock timeout (as coreutils `timeout`). */
   timedOut: 124,
   /** The job was killed for exceeding its memory limit. */

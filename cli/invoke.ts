@@ -161,7 +161,7 @@ export async function invoke(file: string, opts: InvokeOptions, ctx: InvokeConte
     } catch (err) {
       if (abort.signal.aborted) {
         io.stderr.write(`jth: left job ${job.id} running; see \`jth logs ${job.id} -f\`\n`);
-        return 130;
+        return ExitCode.interrupted;
       }
       throw err;
     } finally {
