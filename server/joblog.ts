@@ -5,7 +5,7 @@
  * `writev`, and pushes back on the executor while over its high-water mark. `openLogStream` serves the
  * same bytes to any number of watchers, live, from any frame boundary, until the end frame.
  */
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { ErrorCode, JthError } from '../core/errors.ts';
 import type { OutputSink } from '../core/types.ts';
@@ -557,15 +557,5 @@ export async function sealLog(path: string, record: object): Promise<boolean> {
   } finally {
     await fh.close();
     notifyGrowth(full);
-  }
-}
-
-/** Size of the log at `path` in bytes, or 0 when it does not exist yet. */
-export async function logSize(path: string): Promise<number> {
-  try {
-    return (await stat(path)).size;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
-    throw err;
   }
 }
