@@ -421,7 +421,7 @@ export async function issueClient(options: IssueClientOptions): Promise<IssuedCl
     const password = generated
       ? randomBytes(12).toString('base64url')
       : (options.p12 as { password: string }).password;
-    out.p12Path = exportP12({ dir, user, password });
+    out.p12Path = exportP12({ dir, user, password }).p12Path;
     if (generated) out.p12Password = password;
   }
   return out;
@@ -436,7 +436,7 @@ export interface ExportP12Options {
 }
 
 /** Pack `clients/<user>.key`, its certificate and the CA into `clients/<user>.p12` (mode 0600). */
-export function exportP12(options: ExportP12Options): string {
+export function exportP12(options: ExportP12Options): { serial: string; p12Path: string } {
   const { dir, password } = options;
   const user = checkUserName(options.user);
   if (password.length < 4) throw badRequest('A PKCS#12 password needs at least 4 characters');
@@ -448,9 +448,9 @@ export function exportP12(options: ExportP12Options): string {
     password,
     friendlyName: `jth ${user}`,
   });
-  const path = `${base}.p12`;
-  writeAtomic(path, der, 0o600);
-  return path;
+  const p12Path = `${base}.p12`;
+  writeAtomic(p12Path, der, 0o600);
+  return { serial: certFacts(certPem).serial, p12Path };
 }
 
 function pemDer(pem: string): Uint8Array {
