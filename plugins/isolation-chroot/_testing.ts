@@ -79,6 +79,10 @@ export interface Prepared {
   uid: number;
   command(argv: string[], binds?: Bind[]): Command;
   run(argv: string[], options?: { stdin?: string; binds?: Bind[] }): Promise<RunResult>;
+  /** The deferred undos only, in reverse order, as the job runner runs them first. */
+  runUndos(): Promise<void>;
+  /** The plugin's `cleanup` hook only. */
+  runCleanup(): Promise<void>;
   teardown(): Promise<void>;
 }
 
@@ -108,9 +112,15 @@ export async function prepare(
     set: <T>(k: string, v: T) => void scratchMap.set(k, v),
   };
   const base_ = { job, log, signal: new AbortController().signal, scratch };
-  const teardown = async (): Promise<void> => {
+  const runUndos = async (): Promise<void> => {
     while (undos.length) await undos.pop()!();
+  };
+  const runCleanup = async (): Promise<void> => {
     await plugin.cleanup?.({ ...base_, plan, error: null, result: null });
+  };
+  const teardown = async (): Promise<void> => {
+    await runUndos();
+    await runCleanup();
     if (!options.base) rmSync(base, { recursive: true, force: true });
     else rmSync(jobDir, { recursive: true, force: true });
   };
@@ -125,7 +135,7 @@ export async function prepare(
     buildCommand(plan, { argv, env: jobEnv(job, plan), binds });
   const run = (argv: string[], o: { stdin?: string; binds?: Bind[] } = {}): Promise<RunResult> =>
     runCommand(command(argv, o.binds), o.stdin);
-  return { job, plan, plugin, log, uid, command, run, teardown };
+  return { job, plan, plugin, log, uid, command, run, runUndos, runCleanup, teardown };
 }
 
 /** Spawn a built command with exactly three pipes, as the executor does, and collect its output. */

@@ -201,11 +201,36 @@ async function reapUid(uid: number, log: Logger): Promise<void> {
   if (killed.length) log.warn({ uid, pids: killed }, 'Killed processes of the job uid left after the job');
 }
 
-async function undoAll(s: Scratch, log: Logger): Promise<void> {
+/**
+ * The undos of one job. Each clears its field once done, so running them again (deferred undo, then
+ * `cleanup`) is a no-op: in particular a uid released here and already handed to a new job is never
+ * reaped or released a second time on the old job's behalf.
+ */
+async function unmountWork(s: Scratch, log: Logger): Promise<void> {
+  if (s.work === undefined) return;
+  // A process still holding the tmpfs would force a lazy unmount: reap the uid's first.
   if (s.uid !== undefined) await reapUid(s.uid, log);
-  if (s.work !== undefined) unmountTmpfs(s.work, log);
-  if (s.etcDir !== undefined) rmSync(s.etcDir, { recursive: true, force: true });
-  if (s.uid !== undefined) releaseUid(s.uid);
+  unmountTmpfs(s.work, log);
+  s.work = undefined;
+}
+
+function removeEtc(s: Scratch): void {
+  if (s.etcDir === undefined) return;
+  rmSync(s.etcDir, { recursive: true, force: true });
+  s.etcDir = undefined;
+}
+
+async function freeUid(s: Scratch, log: Logger): Promise<void> {
+  if (s.uid === undefined) return;
+  await reapUid(s.uid, log);
+  releaseUid(s.uid);
+  s.uid = undefined;
+}
+
+async function undoAll(s: Scratch, log: Logger): Promise<void> {
+  await unmountWork(s, log);
+  removeEtc(s);
+  await freeUid(s, log);
 }
 
 export default definePlugin<IsolationChrootOptions>({
@@ -243,7 +268,7 @@ export default definePlugin<IsolationChrootOptions>({
           }
         }
         // A real probe: the launcher must be able to make a user namespace on this kernel.
-        const uid = opts.uidRange[0] === 0 ? 1 : opts.uidRange[0];
+        const uid = opts.uidRange[0];
         const r = spawnSync(
           opts.setprivPath,
           [
@@ -320,11 +345,14 @@ export default definePlugin<IsolationChrootOptions>({
           });
         }
         s.uid = uid;
-        ctx.defer(async () => {
-          await reapUid(uid, log);
-          releaseUid(uid);
-        }, 'release job uid');
+        ctx.defer(() => freeUid(s, log), 'release job uid');
 
+        if (!existsSync(plan.jobDir)) {
+          throw hostError(
+            `Job dir "${plan.jobDir}" does not exist`,
+            'The server creates it before isolate; run isolation-chroot after the workspace step',
+          );
+        }
         ensureTraversable(plan.jobDir);
         const host = plan.hostPaths;
         mkdirSync(host.work, { recursive: true });
@@ -333,11 +361,7 @@ export default definePlugin<IsolationChrootOptions>({
           opts.diskBytes ?? (job.limits.diskBytes > 0 ? job.limits.diskBytes : DEFAULT_DISK_BYTES);
         mountTmpfs(host.work, { sizeBytes, uid });
         s.work = host.work;
-        ctx.defer(async () => {
-          // A process still holding the tmpfs would force a lazy unmount: kill the uid's first.
-          await reapUid(uid, log);
-          unmountTmpfs(host.work, log);
-        }, 'unmount work tmpfs');
+        ctx.defer(() => unmountWork(s, log), 'unmount work tmpfs');
         for (const dir of [host.artifacts, host.tmp]) {
           mkdirSync(dir, { recursive: true, mode: 0o700 });
           chownSync(dir, uid, uid);
@@ -355,7 +379,7 @@ export default definePlugin<IsolationChrootOptions>({
         if (Object.keys(generated).length) {
           const etcDir = join(plan.jobDir, '.jth-etc');
           s.etcDir = etcDir;
-          ctx.defer(() => rmSync(etcDir, { recursive: true, force: true }), 'remove generated /etc');
+          ctx.defer(() => removeEtc(s), 'remove generated /etc');
           etcFiles = writeEtc(etcDir, generated);
         }
 

@@ -138,6 +138,29 @@ describe.skipIf(unavailable !== null)('isolation-chroot teardown', () => {
     }
   });
 
+  it('cleanup after the undos never touches the uid again, even once another job holds it', async () => {
+    const p = await prepare();
+    await p.runUndos();
+    expect(uidInUse(p.uid)).toBe(false);
+    // The uid is free, so a new job may get it; stand in for that job with a process of that uid.
+    const next = spawn(
+      '/usr/bin/setpriv',
+      [`--reuid=${p.uid}`, `--regid=${p.uid}`, '--clear-groups', '/bin/sleep', '30'],
+      {
+        stdio: 'ignore',
+      },
+    );
+    try {
+      await new Promise((r) => setTimeout(r, 100));
+      await p.runCleanup();
+      await p.teardown();
+      expect(next.exitCode).toBeNull();
+      expect(next.signalCode).toBeNull();
+    } finally {
+      next.kill('SIGKILL');
+    }
+  });
+
   it('a work dir held busy by a host process is detached with umount -l, and that is logged', async () => {
     const p = await prepare();
     const work = p.plan.hostPaths.work;
