@@ -52,7 +52,8 @@ const options = z
   })
   .strict();
 
-function refuse(status: 401 | 403, message: string, hint?: string): JthError {
+function refuse(status: 401 | 403, message: string, options: { hint?: string } = {}): JthError {
+  const { hint } = options;
   return new JthError(ErrorCode.UNAUTHENTICATED, message, {
     plugin: NAME,
     hook: 'authenticate',
@@ -154,11 +155,9 @@ export function checkPeer(input: AuthInput, options: CheckOptions): Principal | 
   if (!input.peerCertificate || input.peerCertificate.length === 0) return null;
   if (input.tlsAuthorized !== true) {
     const why = input.tlsAuthorizationError ? ` (${input.tlsAuthorizationError})` : '';
-    throw refuse(
-      401,
-      `The client certificate was not verified against the jth CA${why}`,
-      'Use a certificate issued by `jth pki client` from this server’s CA',
-    );
+    throw refuse(401, `The client certificate was not verified against the jth CA${why}`, {
+      hint: 'Use a certificate issued by `jth pki client` from this server’s CA',
+    });
   }
   let facts: CertFacts;
   try {
@@ -174,21 +173,21 @@ export function checkPeer(input: AuthInput, options: CheckOptions): Principal | 
     throw refuse(
       403,
       `Certificate ${facts.serial} lacks the clientAuth extended key usage, so it cannot identify a client`,
-      'Use a client certificate from `jth pki client`, not the server certificate',
+      { hint: 'Use a client certificate from `jth pki client`, not the server certificate' },
     );
   }
   if (now < facts.notBefore.getTime()) {
     throw refuse(401, `Certificate ${facts.serial} is not valid before ${facts.notBefore.toISOString()}`);
   }
   if (now > facts.notAfter.getTime()) {
-    throw refuse(
-      401,
-      `Certificate ${facts.serial} expired on ${facts.notAfter.toISOString()}`,
-      'Ask an admin for a new one (`jth pki client`)',
-    );
+    throw refuse(401, `Certificate ${facts.serial} expired on ${facts.notAfter.toISOString()}`, {
+      hint: 'Ask an admin for a new one (`jth pki client`)',
+    });
   }
   if (options.revoked.has(facts.serial)) {
-    throw refuse(403, `Certificate ${facts.serial} is revoked`, 'Ask an admin for a new certificate');
+    throw refuse(403, `Certificate ${facts.serial} is revoked`, {
+      hint: 'Ask an admin for a new certificate',
+    });
   }
   const id = identityOf(facts.uris);
   if (!id.ok) throw refuse(401, `Certificate ${facts.serial} names no valid jth user: ${id.reason}`);

@@ -152,7 +152,8 @@ function newSerial(): string {
  * Write a file atomically: a temp file opened with its final mode (so a key is never readable by
  * others, not even for an instant), then renamed over the target.
  */
-function writeAtomic(path: string, data: string | Uint8Array, mode: number): void {
+function writeAtomic(path: string, data: string | Uint8Array, options: { mode: number }): void {
+  const { mode } = options;
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   try {
     writeFileSync(tmp, data, { mode, flag: 'wx' });
@@ -244,8 +245,8 @@ export async function initCa(options: InitCaOptions): Promise<Issued> {
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  writeAtomic(paths.key, (await privateKeyPem(keys.privateKey)).pem, 0o600);
-  writeAtomic(paths.cert, cert.toString('pem'), 0o644);
+  writeAtomic(paths.key, (await privateKeyPem(keys.privateKey)).pem, { mode: 0o600 });
+  writeAtomic(paths.cert, cert.toString('pem'), { mode: 0o644 });
   return {
     serial,
     certPath: paths.cert,
@@ -304,8 +305,8 @@ export async function issueCert(options: IssueCertOptions): Promise<Issued> {
       ...(caSki ? [new x509.AuthorityKeyIdentifierExtension(caSki.keyId)] : []),
     ],
   });
-  writeAtomic(options.keyPath, (await privateKeyPem(keys.privateKey)).pem, 0o600);
-  writeAtomic(options.certPath, cert.toString('pem'), 0o644);
+  writeAtomic(options.keyPath, (await privateKeyPem(keys.privateKey)).pem, { mode: 0o600 });
+  writeAtomic(options.certPath, cert.toString('pem'), { mode: 0o644 });
   return {
     serial: normalizeSerial(cert.serialNumber),
     certPath: options.certPath,
@@ -449,7 +450,7 @@ export function exportP12(options: ExportP12Options): { serial: string; p12Path:
     friendlyName: `jth ${user}`,
   });
   const p12Path = `${base}.p12`;
-  writeAtomic(p12Path, der, 0o600);
+  writeAtomic(p12Path, der, { mode: 0o600 });
   return { serial: certFacts(certPem).serial, p12Path };
 }
 
@@ -541,7 +542,7 @@ function addSerial(
   }
   if (parseRevoked(text).has(serial)) return { serial, revokedPath: path, alreadyRevoked: true };
   if (text && !text.endsWith('\n')) text += '\n';
-  writeAtomic(path, `${text}${serial}\n`, 0o644);
+  writeAtomic(path, `${text}${serial}\n`, { mode: 0o644 });
   return { serial, revokedPath: path, alreadyRevoked: false };
 }
 
@@ -564,7 +565,11 @@ export interface EnsuredDevPki {
 }
 
 /** A certificate is stale when missing, unparseable, ending within a day, or not signed by `ca`. */
-async function stale(certPath: string, keyPath: string, ca: x509.X509Certificate | null): Promise<boolean> {
+async function stale(
+  files: { cert: string; key: string },
+  ca: x509.X509Certificate | null,
+): Promise<boolean> {
+  const { cert: certPath, key: keyPath } = files;
   if (!existsSync(certPath) || !existsSync(keyPath)) return true;
   try {
     const cert = new x509.X509Certificate(readFileSync(certPath, 'utf8'));
@@ -587,13 +592,13 @@ export async function ensureDevPki(options: EnsureDevPkiOptions): Promise<Ensure
   const ca = caPaths(dir);
   // Only the CA certificate decides: a CA whose key was moved offline is kept, never replaced (issuing
   // a leaf then fails with "ca.key is missing", which is the operator's cue).
-  if (await stale(ca.cert, ca.cert, null)) {
+  if (await stale({ cert: ca.cert, key: ca.cert }, null)) {
     await initCa({ dir, force: true });
     created.push('ca');
   }
   const caCert = new x509.X509Certificate(readFileSync(ca.cert, 'utf8'));
   const serverCert = join(dir, 'server.crt');
-  let serverStale = await stale(serverCert, join(dir, 'server.key'), caCert);
+  let serverStale = await stale({ cert: serverCert, key: join(dir, 'server.key') }, caCert);
   if (!serverStale) {
     const facts = readCert(serverCert);
     const have = new Set([...facts.dnsNames, ...facts.ips]);
@@ -605,7 +610,7 @@ export async function ensureDevPki(options: EnsureDevPkiOptions): Promise<Ensure
   }
   for (const { user, role = 'user' } of users) {
     const base = join(dir, 'clients', checkUserName(user));
-    if (await stale(`${base}.crt`, `${base}.key`, caCert)) {
+    if (await stale({ cert: `${base}.crt`, key: `${base}.key` }, caCert)) {
       await issueClient({ dir, user, role });
       created.push(`client ${user}`);
     }
