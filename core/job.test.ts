@@ -115,7 +115,10 @@ describe('JobRun', () => {
         name: 'x',
         apiVersion: 1,
         isolate: () => void seen.push('isolate'),
-        execute: () => (seen.push('execute'), exec({})),
+        execute: () => {
+          seen.push('execute');
+          return exec({});
+        },
         cleanup: (ctx) => void seen.push(`cleanup:${ctx.result?.state}`),
       },
     ]);

@@ -17,17 +17,13 @@ const entries = [
   { in: 'plugins/auth-mtls/pki.ts', out: 'pki' },
 ];
 
-/**
- * Packages bundled in rather than left external. ESM hoists every `import` of a bundle above its body,
- * so a polyfill that jth's own code imports first (auth-mtls `_reflect.ts`, for tsyringe under
- * @peculiar/x509) would run after an external package that needs it. Bundled, the package is
- * evaluated in source order, after the polyfill.
- */
-const BUNDLED = new Set(['@peculiar/x509']);
 const pkg = JSON.parse(readFileSync(`${root}package.json`, 'utf8'));
-const external = Object.keys({ ...pkg.dependencies, ...pkg.devDependencies })
-  .filter((name) => !BUNDLED.has(name))
-  .flatMap((name) => [name, `${name}/*`]);
+// npm dependencies stay external: ESM evaluates them in import order, so `reflect-metadata` (imported
+// before @peculiar/x509 in auth-mtls) is in place when tsyringe loads.
+const external = Object.keys({ ...pkg.dependencies, ...pkg.devDependencies }).flatMap((name) => [
+  name,
+  `${name}/*`,
+]);
 
 // The bundled CommonJS packages call require() for Node built-ins; ESM has none, so give them one.
 const banner =

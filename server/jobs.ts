@@ -5,7 +5,7 @@
  * includes another user's, and a foreign job answers exactly as a missing one.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { PluginDriver } from '../core/driver.ts';
@@ -97,6 +97,7 @@ export class JobManager {
     this.#paths = statePaths(o.config.settings.stateDir);
     // The state dir is traverse-only for others; everything sensitive inside it is 0700 or 0600.
     mkdirSync(o.config.settings.stateDir, { recursive: true, mode: 0o711 });
+    chmodSync(o.config.settings.stateDir, 0o711);
     mkdirSync(this.#paths.jobs, { recursive: true, mode: 0o711 });
     mkdirSync(this.#paths.logs, { recursive: true, mode: 0o700 });
   }

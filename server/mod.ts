@@ -3,7 +3,7 @@
  * `jth server`: load the config (or embedded defaults), make dev certificates on first run, reconcile
  * after a crash, start every plugin, and serve the API over mutual TLS (TLS 1.3 only).
  */
-import { createReadStream } from 'node:fs';
+import { closeSync, createReadStream } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import os from 'node:os';
 import { Readable } from 'node:stream';
@@ -13,6 +13,7 @@ import { ErrorCode, JthError, wrapPluginError } from '../core/errors.ts';
 import type { Logger, Plugin } from '../core/types.ts';
 import { ensureDevPki, tlsServerOptions } from '../plugins/auth-mtls/pki.ts';
 import { resolveArtifact } from '../plugins/artifacts-fs/mod.ts';
+import { inheritableFds } from '../plugins/isolation-chroot/_host.ts';
 import { createApp } from './app.ts';
 import { type LoadedConfig, loadConfig } from './config.ts';
 import { defaultPlugins, probeHost } from './host.ts';
@@ -28,6 +29,11 @@ export interface StartOptions {
   /** Override the state dir (tests use it). */
   stateDir?: string;
   log?: Logger;
+  /**
+   * Close fds inherited without close-on-exec (e.g. from a shell or supervisor), so no job can inherit
+   * them. `jth server` sets it; tests running the server inside a worker do not.
+   */
+  closeInheritedFds?: boolean;
 }
 
 export interface RunningServer {
@@ -40,8 +46,24 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/**
+ * Node and libuv open every fd close-on-exec, so an fd above 2 without it was inherited from whoever
+ * started the server. Jobs would inherit it through setpriv and bwrap, which close nothing; close it.
+ */
+export function closeInheritedFds(log: Logger): void {
+  const keep = new Set([Number(process.env.NODE_CHANNEL_FD ?? -1)]);
+  const fds = inheritableFds().filter((fd) => !keep.has(fd));
+  for (const fd of fds) {
+    try {
+      closeSync(fd);
+    } catch {}
+  }
+  if (fds.length) log.info({ fds }, 'Closed fds inherited from the parent, so jobs cannot inherit them');
+}
+
 export async function startServer(options: StartOptions = {}): Promise<RunningServer> {
   const log = options.log ?? createLogger(process.env.JTH_LOG_LEVEL ?? 'info');
+  if (options.closeInheritedFds) closeInheritedFds(log);
   const notes: string[] = [];
   const config = await loadConfig(options.configPath, {
     log,

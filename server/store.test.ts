@@ -32,7 +32,12 @@ describe('openSqliteStore()', () => {
     expect(b.get('j1')).toMatchObject({ state: 'running', pid: 42, user: 'alice' });
     expect(b.list({ user: 'alice' }).map((r) => r.id)).toEqual(['j1']);
     expect(b.list().map((r) => r.id)).toEqual(['j2', 'j1']);
-    expect(b.unfinished().map((r) => r.id).sort()).toEqual(['j1', 'j2']);
+    expect(
+      b
+        .unfinished()
+        .map((r) => r.id)
+        .sort(),
+    ).toEqual(['j1', 'j2']);
     b.update('j2', { state: 'succeeded' });
     expect(b.unfinished().map((r) => r.id)).toEqual(['j1']);
     expect(b.update('missing', { state: 'failed' })).toBeNull();

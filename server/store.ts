@@ -3,7 +3,7 @@
  * Durable job records behind a small interface, kept in SQLite (better-sqlite3, WAL) so they survive a
  * server restart. One row a job; the record itself is JSON, with the columns that queries need.
  */
-import { mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { JobLimits, JobResult, JobState } from '../core/types.ts';
@@ -44,6 +44,11 @@ export function openSqliteStore(stateDir: string): JobStore {
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
   db.pragma('busy_timeout = 5000');
+  // Job records are the server's alone: 0600, whatever the umask (the state dir itself is 0711).
+  for (const suffix of ['', '-wal', '-shm']) {
+    const f = path.join(stateDir, `jobs.db${suffix}`);
+    if (existsSync(f)) chmodSync(f, 0o600);
+  }
   db.exec(`CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     user TEXT NOT NULL,

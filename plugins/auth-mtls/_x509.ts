@@ -1,9 +1,9 @@
 /**
  * @module
- * @peculiar/x509, loaded the one safe way: after the `Reflect` metadata shim its tsyringe dependency
+ * @peculiar/x509, loaded the one safe way: after `reflect-metadata`, which its tsyringe dependency
  * checks for at load time, and with Node's WebCrypto as its provider. Import x509 from here only.
  */
-import './_reflect.ts';
+import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 
 x509.cryptoProvider.set(globalThis.crypto);
