@@ -245,11 +245,30 @@ export default definePlugin<CgroupPluginOptions>({
       }
       const enforce = opts.enforceLimits;
       const controllers = enforce ? CONTROLLERS.filter((c) => support.controllers.includes(c)) : [];
-      await ensurePath(
-        root,
-        tree === 'flat' ? `${jthCgroupPath(root)}/jobs` : `${jthCgroupPath(root)}/users`,
-        controllers,
-      );
+      try {
+        await ensurePath(
+          root,
+          tree === 'flat' ? `${jthCgroupPath(root)}/jobs` : `${jthCgroupPath(root)}/users`,
+          controllers,
+        );
+      } catch (err) {
+        // EBUSY on cgroup.subtree_control: the root holds processes (a Delegate=yes service's own, most
+        // likely), and cgroup v2 allows controllers only above leaves ("no internal processes")
+        const busy = errnoCode(err) === 'EBUSY';
+        throw new JthError(
+          ErrorCode.HOST_UNSUPPORTED,
+          busy
+            ? `Cannot delegate controllers below cgroup ${root}: it holds processes itself`
+            : `Cannot set up jth's cgroup tree under ${root}: ${err instanceof Error ? err.message : String(err)}`,
+          {
+            hook: 'start',
+            cause: err,
+            hint: busy
+              ? `Move the processes in ${root}/cgroup.procs into a leaf cgroup (e.g. ${root}/server), or point "root" at an empty cgroup`
+              : 'Check that the server may write to the cgroup root (run as root, or delegate the subtree to its user)',
+          },
+        );
+      }
       let device: BlockDevice = { device: null, reason: 'the io controller is not available' };
       if (enforce && support.io) {
         const target = opts.ioDevice ?? setup.stateDir;

@@ -7,7 +7,8 @@
  *
  * The end-to-end server job test of this lane lives in test/vm/e2e.vm.test.ts (the lead engineer's).
  */
-import { existsSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   isAlive,
@@ -183,6 +184,30 @@ describe.skipIf(!v2)('isolation-cgroup limits on a cgroup v2 kernel', () => {
     expect(out.usage?.ioWriteBytes).toBeGreaterThanOrEqual(4 * MiB);
     expect(rate).toBeLessThanOrEqual(1.3 * MiB);
     await job.cleanup();
+  });
+
+  it('refuses a root that holds processes itself, naming the fix', async () => {
+    const root = `${ROOT}-busy`;
+    mkdirSync(root);
+    spawn('/bin/sh', ['-c', 'echo $$ > "$0" && exec sleep 1000', `${root}/cgroup.procs`], {
+      stdio: 'ignore',
+    });
+    try {
+      while (readFileSync(`${root}/cgroup.procs`, 'utf8').trim() === '') await sleep(50);
+      const p = await makePlugin({ root });
+      const err = await Promise.resolve(
+        p.start!({ log: memoryLogger(), stateDir: '/tmp', runningJobs: new Set() }),
+      ).catch((e: unknown) => e);
+      expect(err).toMatchObject({
+        code: 'JTH_HOST_UNSUPPORTED',
+        message: `Cannot delegate controllers below cgroup ${root}: it holds processes itself`,
+      });
+      expect((err as { hint: string }).hint).toMatch(
+        /^Move the processes in .*cgroup\.procs into a leaf cgroup/,
+      );
+    } finally {
+      await removeTree(root);
+    }
   });
 
   it("two jobs over their user's memory total: the second is OOM-killed (scope user), another user's job is untouched", async () => {

@@ -109,6 +109,11 @@ function ensureTools() {
   if (!busyboxStatic) missing.push(['busybox', 'busybox-static']);
   if (missing.length === 0) return;
   const pkgs = missing.map(([, pkg]) => pkg);
+  if (!which('apt-get')) {
+    fail(
+      `missing ${missing.map(([b]) => b).join(', ')}: install QEMU (x86_64), cpio, xz and a static busybox`,
+    );
+  }
   if (process.getuid?.() !== 0) {
     fail(
       `missing ${missing.map(([b]) => b).join(', ')}: install with "sudo apt-get install -y ${pkgs.join(' ')}"`,
@@ -304,6 +309,13 @@ function runInGuest({ vmlinux, initrd, timeout, extra }) {
         }
       }
     });
+    // Ctrl-C or a CI cancel: stop the guest; 'close' below still cleans up the run directory
+    for (const sig of ['SIGINT', 'SIGTERM']) {
+      process.once(sig, () => {
+        log(`${sig}: stopping the guest`);
+        qemu.kill('SIGKILL');
+      });
+    }
     qemu.on('error', (err) => {
       clearTimeout(timer);
       log(`cannot start qemu-system-x86_64: ${err.message}`);
