@@ -9,5 +9,7 @@ npm run --silent typecheck
 npm run --silent lint
 echo "== host suite (vitest)" >&2
 npx vitest run
+echo "== mutation check of the cleanup property suite" >&2
+npm run --silent test:mutation
 echo "== cgroup v2 VM lane" >&2
 npm run --silent test:vm
