@@ -112,22 +112,7 @@ export function call(
   });
 }
 
-/** Bundle a test script the way the CLI does: one ESM module with an inline source map. */
-export async function bundle(file: string): Promise<string> {
-  const out = await build({
-    entryPoints: [file],
-    bundle: true,
-    format: 'esm',
-    platform: 'node',
-    target: 'es2022',
-    sourcemap: 'inline',
-    write: false,
-    logLevel: 'silent',
-  });
-  return out.outputFiles[0]!.text;
-}
-
-/** Bundle inline source text. */
+/** Bundle inline source text the way the CLI bundles a file (`cli/bundle.ts`). */
 export async function bundleSource(source: string): Promise<string> {
   const out = await build({
     stdin: { contents: source, loader: 'ts', sourcefile: 'job.ts' },
