@@ -2,9 +2,10 @@
  * @module
  * The built-in plugins pass the conformance suites that third-party authors run (test/conformance/).
  */
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmdirSync } from 'node:fs';
+import { afterAll } from 'vitest';
 import { tmpdir } from 'node:os';
-import type { Logger, PluginDefinition } from '../core/types.ts';
+import type { Logger, Plugin, PluginDefinition } from '../core/types.ts';
 import artifactsFs from '../plugins/artifacts-fs/mod.ts';
 import cgroup from '../plugins/isolation-cgroup/mod.ts';
 import chroot from '../plugins/isolation-chroot/mod.ts';
@@ -30,12 +31,19 @@ const sandboxSkip =
 testIsolationPlugin({ name: 'isolation-chroot', skip: sandboxSkip, create: () => create(chroot, {}) });
 
 const cgroupRoot = host.cgroup2 ? `${host.cgroup2.mount}/jth-conformance-${process.pid}` : null;
+const cgroupPlugins: Plugin[] = [];
+afterAll(async () => {
+  // close() removes the plugin's (empty) tree; then the test root itself goes.
+  for (const p of cgroupPlugins) await p.close?.();
+  if (cgroupRoot && existsSync(cgroupRoot)) rmdirSync(cgroupRoot);
+});
 testIsolationPlugin({
   name: 'isolation-cgroup',
   skip: host.root && cgroupRoot ? false : 'needs root and a cgroup2 mount',
   create: async () => {
     const p = await create(cgroup, { root: cgroupRoot, enforceLimits: host.cgroupLimits });
     await p.start?.({ log: silent, stateDir, runningJobs: new Set() });
+    cgroupPlugins.push(p);
     return p;
   },
 });
