@@ -245,12 +245,17 @@ function resolvePluginRef(ref: string, configDir: string, origin: PluginOrigin):
 }
 
 /** The plugins used when the config names none: what the host allows, decided by the caller. */
-export type DefaultPlugins = () => Promise<Array<string | [string, Record<string, unknown>]>>;
+export type DefaultPlugins = (paths: {
+  stateDir: string;
+  pkiDir: string;
+}) => Promise<Array<string | [string, Record<string, unknown>]>>;
 
 export interface LoadConfigOptions {
   log: Logger;
   /** The plugin list when the config gives none. */
   defaultPlugins?: DefaultPlugins;
+  /** Overrides the config's state dir (and the PKI dir under it), before any plugin is created. */
+  stateDir?: string;
 }
 
 /** Load and check a config. With no file, embedded defaults apply, relative to `cwd`. */
@@ -283,12 +288,11 @@ export async function loadConfig(
   }
   const cfg = parsed.data;
   const dir = abs ? path.dirname(abs) : process.cwd();
-  const stateDir = path.resolve(dir, cfg.server.stateDir);
-  const settings = {
-    ...cfg.server,
-    stateDir,
-    pkiDir: path.resolve(dir, cfg.server.pkiDir ?? path.join(stateDir, 'pki')),
-  };
+  const stateDir = path.resolve(dir, options.stateDir ?? cfg.server.stateDir);
+  const pkiDir = options.stateDir
+    ? path.join(stateDir, 'pki')
+    : path.resolve(dir, cfg.server.pkiDir ?? path.join(stateDir, 'pki'));
+  const settings = { ...cfg.server, stateDir, pkiDir };
 
   const max = toLimits(cfg.limits.max, SEED_MAX);
   const defaults = clampLimits(toLimits(cfg.limits.defaults, SEED_DEFAULTS), max);
@@ -299,7 +303,7 @@ export async function loadConfig(
     ]),
   );
 
-  const entries = cfg.plugins ?? (await options.defaultPlugins?.()) ?? [];
+  const entries = cfg.plugins ?? (await options.defaultPlugins?.({ stateDir, pkiDir })) ?? [];
   const created: Array<{ plugin: Plugin; origin: PluginOrigin }> = [];
   for (const [i, entry] of entries.entries()) {
     const origin = { file: shown, key: `plugins[${i}]` };

@@ -13,7 +13,7 @@ export interface DoctorReport {
 
 export function doctor(): DoctorReport {
   const facts = probeHost();
-  const d = defaultPlugins(facts, { pkiDir: '.jth/pki' });
+  const d = defaultPlugins(facts, { pkiDir: '.jth/pki', stateDir: '.jth' });
   return { checks: hostChecks(facts), defaultPlugins: d.plugins, notes: d.notes };
 }
 

@@ -5,7 +5,9 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
+import path from 'node:path';
 
 export interface Check {
   name: string;
@@ -166,17 +168,26 @@ export function hostChecks(h: HostFacts): Check[] {
   return checks;
 }
 
+/** `jth.slice` for the default state dir (`<cwd>/.jth`), else `jth-<hash of the state dir>.slice`. */
+export function cgroupSliceName(stateDir: string): string {
+  if (path.resolve(stateDir) === path.resolve('.jth')) return 'jth.slice';
+  return `jth-${createHash('sha256').update(path.resolve(stateDir)).digest('hex').slice(0, 12)}.slice`;
+}
+
 /** The embedded-default plugin list: everything the host allows, and a note for what it does not. */
 export function defaultPlugins(
   h: HostFacts,
-  paths: { pkiDir: string },
+  paths: { pkiDir: string; stateDir: string },
 ): { plugins: Array<string | [string, Record<string, unknown>]>; notes: string[] } {
   const plugins: Array<string | [string, Record<string, unknown>]> = [['auth-mtls', { dir: paths.pkiDir }]];
   const notes: string[] = [];
   if (h.root && h.cgroup2) {
-    if (h.cgroupLimits) plugins.push('isolation-cgroup');
+    // Each state dir owns its own cgroup subtree, so two servers on one host never reconcile (kill)
+    // each other's jobs.
+    const root = `${h.cgroup2.mount}/${cgroupSliceName(paths.stateDir)}`;
+    if (h.cgroupLimits) plugins.push(['isolation-cgroup', { root }]);
     else {
-      plugins.push(['isolation-cgroup', { root: `${h.cgroup2.mount}/jth.slice`, enforceLimits: false }]);
+      plugins.push(['isolation-cgroup', { root, enforceLimits: false }]);
       notes.push(
         `cgroup v2 at ${h.cgroup2.mount} has no cpu/memory/pids controllers: jobs are tracked and killed as a group, but their limits are NOT enforced`,
       );

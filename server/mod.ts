@@ -67,17 +67,13 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   const notes: string[] = [];
   const config = await loadConfig(options.configPath, {
     log,
-    async defaultPlugins() {
-      const stateDir = options.stateDir ?? '.jth';
-      const d = defaultPlugins(probeHost(), { pkiDir: `${stateDir}/pki` });
+    ...(options.stateDir ? { stateDir: options.stateDir } : {}),
+    async defaultPlugins(paths) {
+      const d = defaultPlugins(probeHost(), paths);
       notes.push(...d.notes);
       return d.plugins;
     },
   });
-  if (options.stateDir) {
-    config.settings.stateDir = options.stateDir;
-    config.settings.pkiDir = `${options.stateDir}/pki`;
-  }
   const { settings } = config;
   const host = options.host ?? settings.host;
   for (const note of notes) log.warn({ note }, note);

@@ -5,7 +5,7 @@
  * recorded as infra-error, and no process, cgroup, mount or temp directory of it is left. A second
  * restart has nothing to do.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execSync, spawn, spawnSync } from 'node:child_process';
 import {
   chmodSync,
   existsSync,
@@ -17,6 +17,7 @@ import {
 } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { cgroupSliceName } from '../server/host.ts';
 import { bundleSource, call, type Identity, submit } from './helpers/server.ts';
 import { issueClient } from '../plugins/auth-mtls/pki.ts';
 
@@ -32,7 +33,15 @@ const servers: ChildProcess[] = [];
 
 afterAll(() => {
   for (const s of servers) s.kill('SIGKILL');
+  // Should a failed run leave a work-dir mount behind, take it down before removing the state dir.
+  for (const m of mountsUnder(stateDir).reverse()) spawnSync('umount', ['-l', m]);
   rmSync(stateDir, { recursive: true, force: true });
+  // The last server was stopped cleanly, but the first one (SIGKILLed) created this state dir's slice.
+  for (const mount of ['/sys/fs/cgroup', '/sys/fs/cgroup/unified']) {
+    const slice = path.join(mount, cgroupSliceName(stateDir));
+    if (existsSync(path.join(slice, 'cgroup.procs')))
+      spawnSync('find', [slice, '-depth', '-type', 'd', '-exec', 'rmdir', '{}', ';']);
+  }
 });
 
 /** Start `jth server` as its own process and resolve with its URL once it listens. */
@@ -83,8 +92,8 @@ function jobCgroups(jobId: string): string[] {
       walk(path.join(dir, e.name), depth + 1);
     }
   };
-  for (const top of ['jth.slice', 'jth'])
-    if (existsSync(path.join(mount, top))) walk(path.join(mount, top), 0);
+  const top = path.join(mount, cgroupSliceName(stateDir));
+  if (existsSync(top)) walk(top, 0);
   return found;
 }
 
@@ -139,8 +148,11 @@ describe('crash recovery', () => {
 
     first.child.kill('SIGKILL');
     await new Promise((r) => first.child.once('exit', r));
-    // The crash orphaned the job: its processes are still alive, to be reconciled.
-    expect(jobPids(id).filter((p) => before.includes(p)).length).toBeGreaterThan(0);
+    // The crash orphaned the job: its cgroup and its work-dir mount are left for reconcile. (Its
+    // processes may already be gone: bwrap --die-with-parent takes the sandbox down with the server.)
+    expect(jobCgroups(id)).toHaveLength(1);
+    expect(mountsUnder(stateDir).length).toBeGreaterThan(0);
+    expect(before.length).toBeGreaterThanOrEqual(3);
 
     const second = await startServerProcess();
     const rec = (await call(second.url, alice, { path: `/v1/jobs/${id}` })).json().job;
