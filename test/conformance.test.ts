@@ -2,17 +2,24 @@
  * @module
  * The built-in plugins pass the conformance suites that third-party authors run (test/conformance/).
  */
-import { existsSync, mkdtempSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmdirSync } from 'node:fs';
 import { afterAll } from 'vitest';
 import { tmpdir } from 'node:os';
 import type { Logger, Plugin, PluginDefinition } from '../core/types.ts';
 import artifactsFs from '../plugins/artifacts-fs/mod.ts';
+import authMtls from '../plugins/auth-mtls/mod.ts';
+import { initCa, issueClient, issueServer, revoke } from '../plugins/auth-mtls/pki.ts';
 import cgroup from '../plugins/isolation-cgroup/mod.ts';
 import chroot from '../plugins/isolation-chroot/mod.ts';
 import runtimeDeno from '../plugins/runtime-deno/mod.ts';
 import runtimeNode from '../plugins/runtime-node/mod.ts';
 import { denoBinary, probeHost } from '../server/host.ts';
-import { testCollectPlugin, testExecutePlugin, testIsolationPlugin } from './conformance/mod.ts';
+import {
+  testAuthPlugin,
+  testCollectPlugin,
+  testExecutePlugin,
+  testIsolationPlugin,
+} from './conformance/mod.ts';
 
 const silent: Logger = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
 const stateDir = mkdtempSync(`${tmpdir()}/jth-conformance-`);
@@ -59,4 +66,36 @@ testExecutePlugin({
 testCollectPlugin({
   name: 'artifacts-fs',
   create: () => create(artifactsFs, { dir: `${stateDir}/artifacts` }),
+});
+
+/** DER of a PEM certificate, as Node's TLS layer hands it to the server. */
+function der(file: string): Uint8Array {
+  const b64 = readFileSync(file, 'utf8')
+    .replace(/-----[^-]+-----/g, '')
+    .replace(/\s+/g, '');
+  return new Uint8Array(Buffer.from(b64, 'base64'));
+}
+
+const pkiDir = `${stateDir}/pki`;
+const pki = (async () => {
+  await initCa({ dir: pkiDir });
+  const server = await issueServer({ dir: pkiDir, hosts: ['localhost'], ips: ['127.0.0.1'] });
+  const good = await issueClient({ dir: pkiDir, user: 'alice' });
+  const revoked = await issueClient({ dir: pkiDir, user: 'mallory' });
+  await revoke({ dir: pkiDir, serial: revoked.serial });
+  return { server, good, revoked };
+})();
+testAuthPlugin({
+  name: 'auth-mtls',
+  create: () => create(authMtls, { dir: pkiDir }),
+  valid: async () => ({ headers: {}, tlsAuthorized: true, peerCertificate: der((await pki).good.certPath) }),
+  invalid: async () => {
+    const { good, revoked, server } = await pki;
+    return [
+      { headers: {}, tlsAuthorized: false, peerCertificate: der(good.certPath) },
+      { headers: {}, tlsAuthorized: true, peerCertificate: der(revoked.certPath) },
+      { headers: {}, tlsAuthorized: true, peerCertificate: der(server.certPath) },
+      { headers: {}, tlsAuthorized: true, peerCertificate: new Uint8Array([0x30, 0x03, 0x02, 0x01, 0x00]) },
+    ];
+  },
 });
