@@ -16,10 +16,12 @@ import {
   lstatSync,
   mkdirSync,
   openSync,
+  read,
   readdirSync,
   readlinkSync,
-  read,
   realpathSync,
+  rmdirSync,
+  rmSync,
   unlinkSync,
 } from 'node:fs';
 import type { Stats } from 'node:fs';
@@ -212,7 +214,27 @@ export async function collectArtifacts(
   }
   const realRoot = realpathSync(opts.root);
   const used = { count: 0, bytes: 0 };
+  try {
+    await copyAll(opts, realRoot, used, artifacts, notes);
+  } catch (err) {
+    // All or nothing per job: a collect that fails takes back what it already stored, so the store
+    // never holds artifacts that no job record lists.
+    for (const a of artifacts) rmSync(a.location!, { force: true });
+    try {
+      if (!opts.prefix) rmdirSync(opts.destDir);
+    } catch {}
+    throw err;
+  }
+  return { artifacts, notes };
+}
 
+async function copyAll(
+  opts: CollectOptions,
+  realRoot: string,
+  used: Quota,
+  artifacts: ArtifactInfo[],
+  notes: string[],
+): Promise<void> {
   for (const c of walk(opts.root, notes)) {
     const checked = checkName(c.name);
     if (!checked.ok) {
@@ -263,7 +285,6 @@ export async function collectArtifacts(
       closeSync(opened.fd);
     }
   }
-  return { artifacts, notes };
 }
 
 function quotaReason(scope: string, quota: Quota, used: Quota, size: number): string | undefined {

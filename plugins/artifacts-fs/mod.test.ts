@@ -336,7 +336,7 @@ describe('artifacts-fs quotas and retention', () => {
 });
 
 describe('artifacts-fs crash safety and downloads', () => {
-  it('a crash between the temp write and the link leaves no visible partial file', async () => {
+  it('a crash between the temp write and the link leaves nothing of the job stored, partial or whole', async () => {
     const hooks: CollectHooks = {
       beforeCommit(name, temp) {
         expect(readFileSync(temp, 'utf8')).toBe('payload');
@@ -347,8 +347,9 @@ describe('artifacts-fs crash safety and downloads', () => {
     writeFileSync(join(s.artifacts, 'a.txt'), 'payload');
     writeFileSync(join(s.artifacts, 'b.txt'), 'payload');
     await expect(s.plugin.collect!(s.ctx)).rejects.toThrow('simulated crash');
+    // All or nothing per job: a.txt was stored before the crash and is taken back.
     const folder = join(s.store, 'alice', s.ctx.job.id);
-    expect(readdirSync(folder)).toEqual(['a.txt']);
+    expect(existsSync(folder)).toBe(false);
     expect(listStored(s.store, { temps: true })).toEqual([]);
   });
 
