@@ -5,10 +5,22 @@
  * environment (no NODE_EXTRA_CA_CERTS). Prints a table and writes JSON to bench/results/.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { request } from 'node:https';
 import path from 'node:path';
 import { issueClient } from '../plugins/auth-mtls/pki.ts';
-import { denoBinary } from '../server/host.ts';
+import chroot from '../plugins/isolation-chroot/mod.ts';
+import { FrameDecoder, FrameType } from '../server/frames.ts';
+import { denoBinary, probeHost } from '../server/host.ts';
+import { makeJobDir, runWrapped, testJob } from '../test/conformance/mod.ts';
 import { bundleSource, call, type Identity, submit, watch } from '../test/helpers/server.ts';
 
 const N = Number(process.env.JTH_BENCH_N ?? 20);
@@ -83,7 +95,75 @@ function rssKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   return Number(m?.[1] ?? 0);
 }
 
+/**
+ * Stream a job's output to its end frame, counting payload bytes without keeping them: a watcher as
+ * light as `jth logs > /dev/null`, so the bench measures the server, not a test helper's buffers.
+ */
+function drain(url: string, who: Identity, id: string): Promise<{ bytes: number; state: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      new URL(`/v1/jobs/${id}/output`, url),
+      { cert: who.cert, key: who.key, ca: who.ca, minVersion: 'TLSv1.3' },
+      (res) => {
+        const dec = new FrameDecoder();
+        let bytes = 0;
+        let state = '';
+        res.on('data', (c: Buffer) => {
+          for (const f of dec.push(c)) {
+            if (f.type === FrameType.stdout || f.type === FrameType.stderr) bytes += f.payload.byteLength;
+            if (f.type === FrameType.end) state = JSON.parse(Buffer.from(f.payload).toString('utf8')).state;
+          }
+        });
+        res.on('end', () => resolve({ bytes, state }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Spawn → exit of `node hello.mjs` inside the real sandbox, and the cost of isolate + teardown. */
+async function sandboxOverhead(hello: string): Promise<{ spawn: Stat; setup: Stat } | null> {
+  const host = probeHost();
+  if (!(host.root && host.bwrap && host.setpriv && host.userns)) return null;
+  const silent = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
+  const opts = await chroot.options!['~standard'].validate({});
+  if (opts.issues) throw new Error('isolation-chroot options');
+  const plugin = await chroot.create(opts.value as never, { log: silent, configDir: root, stateDir: work });
+  const spawnMs: number[] = [];
+  const setupMs: number[] = [];
+  for (let i = 0; i <= N; i++) {
+    const job = testJob();
+    const { plan, root: dir } = makeJobDir();
+    copyFileSync(hello, path.join(plan.hostPaths.app, 'hello.mjs'));
+    const undos: Array<() => unknown> = [];
+    const t0 = performance.now();
+    await plugin.isolate!({
+      job,
+      log: silent,
+      signal: new AbortController().signal,
+      scratch: { get: () => undefined, set() {} },
+      plan,
+      defer: (f) => void undos.push(f),
+    });
+    const t1 = performance.now();
+    const r = await runWrapped(plan, job, [process.execPath, `${plan.paths.app}/hello.mjs`]);
+    const t2 = performance.now();
+    while (undos.length) await undos.pop()!();
+    const t3 = performance.now();
+    rmSync(dir, { recursive: true, force: true });
+    if (r.code !== 0) throw new Error(`sandboxed hello failed: ${r.stderr}`);
+    if (i === 0) continue;
+    spawnMs.push(t2 - t1);
+    setupMs.push(t1 - t0 + (t3 - t2));
+  }
+  return { spawn: stat(spawnMs), setup: stat(setupMs) };
+}
+
 async function main(): Promise<void> {
+  progress('building dist/ so the CLI and server start without the TypeScript loader');
+  await timeSpawn(process.execPath, [path.join(root, 'scripts/build.mjs')], { ...CLEAN_ENV });
   const hello = path.join(work, 'hello.mjs');
   const helloTs = path.join(work, 'hello.ts');
   writeFileSync(hello, "console.log('hello');\n");
@@ -109,6 +189,25 @@ async function main(): Promise<void> {
       )
     : null;
   if (denoBare) rows.push({ name: 'deno run hello.ts (baseline)', value: denoBare, unit: 'ms' });
+
+  progress(`sandbox start-up overhead: node hello.mjs bare vs through isolation-chroot, ${N} runs`);
+  const sandbox = await sandboxOverhead(hello);
+  if (sandbox) {
+    rows.push({
+      name: 'node hello.mjs in the sandbox (spawn → exit)',
+      value: sandbox.spawn,
+      unit: 'ms',
+      baseline: 'node hello.mjs',
+      ratio: sandbox.spawn.median / nodeBare.median,
+    });
+    rows.push({
+      name: '  sandbox added at the median',
+      value: sandbox.spawn.median - nodeBare.median,
+      unit: 'ms',
+      target: '≤ 15 ms',
+    });
+    rows.push({ name: '  isolate + teardown (uid, tmpfs mount, undo)', value: sandbox.setup, unit: 'ms' });
+  } else rows.push({ name: 'sandbox overhead', value: 0, unit: 'skipped: bwrap/userns unavailable' });
 
   const stateDir = path.join(work, 'state');
   const configFile = path.join(work, 'jth.config.json');
@@ -220,9 +319,11 @@ async function main(): Promise<void> {
   for (const watchers of [1, 10]) {
     const id = await submit(server.url, who, { bundle: big });
     const s = Date.now();
-    const ws = await Promise.all(Array.from({ length: watchers }, () => watch(server.url, who, id)));
+    const ws = await Promise.all(Array.from({ length: watchers }, () => drain(server.url, who, id)));
     const secs = (Date.now() - s) / 1000;
-    const mb = ws.reduce((a, w) => a + w.stdout.length, 0) / 1024 ** 2;
+    if (ws.some((w) => w.state !== 'succeeded' || w.bytes !== 200 * 1024 ** 2))
+      throw new Error(`streaming: ${JSON.stringify(ws)}`);
+    const mb = ws.reduce((a, w) => a + w.bytes, 0) / 1024 ** 2;
     rows.push({
       name: `streaming 200 MB to ${watchers} watcher${watchers > 1 ? 's' : ''}`,
       value: mb / secs,

@@ -83,3 +83,42 @@ describe('bundleFile', () => {
     expect((err as Error).message).toMatch(/main\.ts:1:8: Could not resolve "left-pad-not-installed"/);
   });
 });
+
+describe('bundle cache', () => {
+  let cache: string;
+  beforeEach(async () => {
+    cache = await mkdtemp(join(tmpdir(), 'jth-bundle-cache-'));
+    process.env.JTH_CACHE_DIR = cache;
+  });
+  afterEach(async () => {
+    delete process.env.JTH_CACHE_DIR;
+    await rm(cache, { recursive: true, force: true });
+  });
+
+  it('reuses a bundle while its inputs are unchanged, and rebuilds when any input changes', async () => {
+    await files({
+      'main.ts': "import { x } from './lib.ts'; console.log(x);",
+      'lib.ts': "export const x = 'one';",
+    });
+    const first = await bundleFile('main.ts', { cwd: dir });
+    expect(first.code).toContain('one');
+    // A hit does not run esbuild: a cached entry whose code we mark proves it was served from the cache.
+    const { readdirSync, readFileSync } = await import('node:fs');
+    const mjs = readdirSync(cache).find((f) => f.endsWith('.mjs'))!;
+    writeFileSync(join(cache, mjs), `${readFileSync(join(cache, mjs), 'utf8')}\n// from cache`);
+    expect((await bundleFile('main.ts', { cwd: dir })).code).toContain('// from cache');
+    // Change an imported file (not the entry): the bundle is rebuilt.
+    await new Promise((r) => setTimeout(r, 5));
+    await writeFile(join(dir, 'lib.ts'), "export const x = 'two';");
+    const rebuilt = await bundleFile('main.ts', { cwd: dir });
+    expect(rebuilt.code).toContain('two');
+    expect(rebuilt.code).not.toContain('// from cache');
+  });
+
+  it('never caches a failed build', async () => {
+    await files({ 'main.ts': 'const = 1;' });
+    await expect(bundleFile('main.ts', { cwd: dir })).rejects.toThrow(/Cannot bundle/);
+    const { readdirSync } = await import('node:fs');
+    expect(readdirSync(cache)).toEqual([]);
+  });
+});

@@ -219,9 +219,12 @@ export class JobRun {
       await this.#move('running', info.pid !== undefined ? { pid: info.pid } : {});
     };
 
+    const timings: NonNullable<JobResult['timings']> = {};
+    const since = (t: number) => Math.round((performance.now() - t) * 10) / 10;
     try {
       await this.#move('starting');
       plan = createPlan(this.#o.jobDir);
+      let t = performance.now();
       const isolatePlan = plan;
       await driver.hookSeq(
         'isolate',
@@ -230,7 +233,9 @@ export class JobRun {
         ],
         { shouldStop: () => signal.aborted },
       );
+      timings.isolateMs = since(t);
       if (!signal.aborted) {
+        t = performance.now();
         const found = await driver.hookFirst(
           'execute',
           [{ ...base, plan, output: this.#o.output, started: (info) => void started(info) }],
@@ -248,9 +253,12 @@ export class JobRun {
           });
         }
         execution = found.value;
+        timings.executeMs = since(t);
         stopBeforeExit = signal.aborted ? (signal.reason as StopReason) : null;
         if (this.lifecycle.state === 'starting') await started();
+        t = performance.now();
         collected = mergeCollected(await driver.hookParallel('collect', [{ ...base, plan, execution }]));
+        timings.collectMs = since(t);
       }
     } catch (err) {
       firstError = err;
@@ -279,7 +287,10 @@ export class JobRun {
       ...(firstError ? { error: errorSummary(firstError) } : {}),
     };
 
+    const tearingDown = performance.now();
     const cleanupErrors = await this.#teardown(plan, firstError, result);
+    timings.teardownMs = since(tearingDown);
+    result.timings = timings;
     if (cleanupErrors.length) {
       const cleanupError = new JthError(
         ErrorCode.CLEANUP_FAILED,

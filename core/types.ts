@@ -187,6 +187,8 @@ export interface JobResult {
   result?: FunctionResult;
   /** The first infrastructure error, when state is `infra-error` or cleanup failed. */
   error?: { code: string; message: string; plugin?: string; hook?: string };
+  /** Where the job's time went, per phase, in ms: what jth itself added around the job's own run. */
+  timings?: { isolateMs?: number; executeMs?: number; collectMs?: number; teardownMs?: number };
 }
 
 /** One bind of a host path into the job's view, at the same path. */
