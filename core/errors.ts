@@ -42,8 +42,19 @@ export interface JthErrorOptions {
   hint?: string;
 }
 
+/** Brand shared by every copy of this module (source, dist chunk, a plugin's own copy of core). */
+const BRAND = Symbol.for('jth.error');
+
 /** The one error class of jth. `code` is stable; `message` is sentence case with no trailing period. */
 export class JthError extends Error {
+  /**
+   * `instanceof` by brand, not by class identity: a third-party plugin loaded from source and the
+   * server running from dist/ hold different copies of this class, yet their errors are the same kind.
+   */
+  static [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
+  }
+  readonly [BRAND] = true;
   override name = 'JthError';
   readonly code: ErrorCode;
   readonly plugin: string | undefined;

@@ -223,7 +223,16 @@ async function readConfigFile(file: string): Promise<unknown> {
 /** Resolve a plugin reference to a module URL, or throw the "not a built-in, a package or a path" error. */
 function resolvePluginRef(ref: string, configDir: string, origin: PluginOrigin): string {
   const builtin = BUILTIN_PLUGINS[ref];
-  if (builtin) return new URL(builtin, import.meta.url).href;
+  if (builtin) {
+    // From dist/ (this code in dist/server.mjs or dist/chunks/), the prebuilt plugin shares core's chunk.
+    if (import.meta.url.endsWith('.mjs')) {
+      for (const rel of [`./plugins/${ref}.mjs`, `../plugins/${ref}.mjs`]) {
+        const built = new URL(rel, import.meta.url);
+        if (existsSync(built)) return built.href;
+      }
+    }
+    return new URL(builtin, import.meta.url).href;
+  }
   if (ref.startsWith('.') || path.isAbsolute(ref)) {
     const abs = path.resolve(configDir, ref);
     if (existsSync(abs)) return pathToFileURL(abs).href;

@@ -6,8 +6,8 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { createRequire } from 'node:module';
 import path from 'node:path';
+import { defaultDenoPath } from '../plugins/runtime-deno/mod.ts';
 
 export interface Check {
   name: string;
@@ -59,24 +59,10 @@ function cgroup2Mount(): { mount: string; controllers: string[] } | null {
   return { mount, controllers };
 }
 
-/** The deno binary shipped by the `deno` npm package, if installed. */
+/** The deno binary shipped by the `deno` npm package (as runtime-deno finds it), if installed. */
 export function denoBinary(): string | null {
-  try {
-    const require = createRequire(import.meta.url);
-    const pkgDir = require.resolve('deno/package.json').replace(/package\.json$/, '');
-    for (const candidate of [`${pkgDir}deno`, `${pkgDir}bin/deno`]) {
-      if (existsSync(candidate) && readFileSync(candidate).subarray(0, 4).toString('latin1') === '\x7fELF')
-        return candidate;
-    }
-    const r = spawnSync(`${pkgDir}../.bin/deno`, ['eval', 'console.log(Deno.execPath())'], {
-      encoding: 'utf8',
-      timeout: 20_000,
-    });
-    const p = r.stdout?.trim();
-    return p && existsSync(p) ? p : null;
-  } catch {
-    return null;
-  }
+  const found = defaultDenoPath();
+  return found.startsWith('/') ? found : null;
 }
 
 export function probeHost(): HostFacts {

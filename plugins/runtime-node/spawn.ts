@@ -6,9 +6,11 @@
  * then the process group, then a sweep for strays), so `collect` always sees a finished job.
  */
 import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import {
-  constants,
   closeSync,
+  constants,
+  existsSync,
   fstatSync,
   lstatSync,
   openSync,
@@ -20,7 +22,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
+import { type BuildOptions, build } from 'esbuild';
 import { ErrorCode, JthError } from '../../core/errors.ts';
 import { buildCommand } from '../../core/launch.ts';
 import type { Bind, ExecuteContext, ExecuteResult, FunctionResult } from '../../core/types.ts';
@@ -33,18 +35,30 @@ const DRAIN_MS = 2_000;
 
 let harnessCache: Promise<string> | undefined;
 
-/** The harness as one ESM file, built from `harness.ts` once per process. */
+/** The esbuild options that turn `harness.ts` into the one file jobs run; `scripts/build.mjs` uses them too. */
+export const HARNESS_BUILD: BuildOptions = {
+  bundle: true,
+  format: 'esm',
+  platform: 'neutral',
+  target: 'es2022',
+  external: ['node:*'],
+  logLevel: 'silent',
+};
+
+/**
+ * The harness as one ESM file, once per process: prebuilt `dist/harness.mjs` when running from `dist/`
+ * (this code then sits in `dist/plugins/` or `dist/chunks/`), else built from `harness.ts` with esbuild.
+ */
 export function harnessSource(): Promise<string> {
-  harnessCache ??= build({
-    entryPoints: [fileURLToPath(new URL('./harness.ts', import.meta.url))],
-    bundle: true,
-    write: false,
-    format: 'esm',
-    platform: 'neutral',
-    target: 'es2022',
-    external: ['node:*'],
-    logLevel: 'silent',
-  }).then((r) => r.outputFiles[0]!.text);
+  const prebuilt = new URL('../harness.mjs', import.meta.url);
+  harnessCache ??=
+    import.meta.url.endsWith('.mjs') && existsSync(prebuilt)
+      ? readFile(prebuilt, 'utf8')
+      : build({
+          ...HARNESS_BUILD,
+          entryPoints: [fileURLToPath(new URL('./harness.ts', import.meta.url))],
+          write: false,
+        }).then((r) => r.outputFiles![0]!.text);
   harnessCache.catch(() => {
     harnessCache = undefined;
   });
