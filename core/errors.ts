@@ -51,7 +51,7 @@ export class JthError extends Error {
    * `instanceof` by brand, not by class identity: a third-party plugin loaded from source and the
    * server running from dist/ hold different copies of this class, yet their errors are the same kind.
    */
-  static [Symbol.hasInstance](value: unknown): boolean {
+  static override [Symbol.hasInstance](value: unknown): boolean {
     return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
   }
   readonly [BRAND] = true;
