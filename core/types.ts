@@ -233,7 +233,10 @@ export interface LaunchPlan {
   /** The job's whole environment: allow-listed, never the server's. */
   env: Record<string, string>;
   wrappers: Wrapper[];
-  /** Ways to kill every process of the job, tried in order until one succeeds (e.g. `cgroup.kill`). */
+  /**
+   * Ways to kill every process of the job, tried in order until one succeeds (e.g. `cgroup.kill`). A
+   * killer resolves only once every process of the job is dead; it throws if it cannot ensure that.
+   */
   killers: Array<() => Promise<void>>;
   /** Whether the job will run in a sandbox with its own root (paths are then sandbox paths). */
   sandboxed: boolean;

@@ -30,7 +30,7 @@ import { assertCgroup2, defaultRoot, hostSupport, missingControllersError } from
 import type { HostSupport } from './host.ts';
 import { findBlockDevice, setIoMax } from './io.ts';
 import type { BlockDevice } from './io.ts';
-import { killAll, killAndRemove, removeCgroup } from './kill.ts';
+import { killAll, killAndRemove, removeCgroup, waitEmpty } from './kill.ts';
 import { setMemoryLimit } from './memory.ts';
 import { setPidsMax } from './pids.ts';
 import {
@@ -414,8 +414,12 @@ export default definePlugin<CgroupPluginOptions>({
         if (userBefore) scratch.userBefore = userBefore;
         ctx.scratch.set(PLUGIN_NAME, scratch);
         plan.wrappers.push(cgroupEntryWrapper(`${path}/cgroup.procs`));
-        plan.killers.push(function cgroupKill() {
-          return killAll(path);
+        // A killer resolves once every process of the job is dead (core/types.ts), so executors can
+        // skip their own, costlier /proc scans.
+        plan.killers.push(async function cgroupKill() {
+          await killAll(path);
+          if (!(await waitEmpty(path)))
+            throw new Error(`cgroup ${path} still has processes 5 s after cgroup.kill`);
         });
       },
 

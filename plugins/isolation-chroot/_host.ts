@@ -4,7 +4,7 @@
  * dir, and reaping a uid's processes. Each undo is idempotent so a deferred undo and `cleanup` may both
  * run it.
  */
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import type { Logger } from '../../core/types.ts';
 
@@ -108,29 +108,36 @@ export function isMounted(dir: string): boolean {
 }
 
 /** Mount a tmpfs of `sizeBytes` on `dir`, owned by `uid`, mode 0700, with no setuid and no devices. */
-export function mountTmpfs(dir: string, options: { sizeBytes: number; uid: number }): void {
+export async function mountTmpfs(dir: string, options: { sizeBytes: number; uid: number }): Promise<void> {
   const o = `size=${options.sizeBytes},mode=0700,uid=${options.uid},gid=${options.uid},nosuid,nodev`;
-  // Node has no mount(2); util-linux mount does it (we are root).
-  const r = spawnSync('/bin/mount', ['-t', 'tmpfs', '-o', o, 'tmpfs', dir], { encoding: 'utf8' });
-  if (r.status !== 0) {
-    throw new Error(
-      `Cannot mount the work tmpfs on "${dir}": ${(r.stderr || r.error?.message || '').trim()}`,
-    );
-  }
+  // Node has no mount(2); util-linux mount does it (we are root). Asynchronously: a synchronous
+  // spawn would stall every other job and request of the server while mount runs.
+  const r = await run('/bin/mount', ['-t', 'tmpfs', '-o', o, 'tmpfs', dir]);
+  if (r.status !== 0) throw new Error(`Cannot mount the work tmpfs on "${dir}": ${r.stderr.trim()}`);
+}
+
+/** Run a command to completion without blocking the event loop. */
+function run(cmd: string, args: string[]): Promise<{ status: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { encoding: 'utf8' }, (err, _stdout, stderr) => {
+      const status = err ? (typeof err.code === 'number' ? err.code : null) : 0;
+      resolve({ status, stderr: stderr || (err && typeof err.code !== 'number' ? err.message : '') });
+    });
+  });
 }
 
 /**
  * Unmount the tmpfs on `dir` if it is mounted, then remove the directory. A lazy unmount is used only
  * when a normal one fails with EBUSY, and is logged: it means something still held the work dir.
  */
-export function unmountTmpfs(dir: string, log: Logger): void {
+export async function unmountTmpfs(dir: string, log: Logger): Promise<void> {
   if (isMounted(dir)) {
-    const r = spawnSync('/bin/umount', [dir], { encoding: 'utf8' });
+    const r = await run('/bin/umount', [dir]);
     if (r.status !== 0 && isMounted(dir)) {
       const why = (r.stderr || '').trim();
       if (!/busy/i.test(why)) throw new Error(`Cannot unmount the work tmpfs "${dir}": ${why}`);
       log.warn({ dir, why }, 'Work tmpfs busy; detaching it with umount -l as a last resort');
-      const lazy = spawnSync('/bin/umount', ['-l', dir], { encoding: 'utf8' });
+      const lazy = await run('/bin/umount', ['-l', dir]);
       if (lazy.status !== 0 && isMounted(dir)) {
         throw new Error(`Cannot detach the work tmpfs "${dir}": ${(lazy.stderr || '').trim()}`);
       }

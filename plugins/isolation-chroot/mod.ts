@@ -210,7 +210,7 @@ async function unmountWork(s: Scratch, log: Logger): Promise<void> {
   if (s.work === undefined) return;
   // A process still holding the tmpfs would force a lazy unmount: reap the uid's first.
   if (s.uid !== undefined) await reapUid(s.uid, log);
-  unmountTmpfs(s.work, log);
+  await unmountTmpfs(s.work, log);
   s.work = undefined;
 }
 
@@ -304,7 +304,7 @@ export default definePlugin<IsolationChrootOptions>({
         });
         for (const m of stale) {
           await reapUid(m.uid, ctx.log);
-          unmountTmpfs(m.mountPoint, ctx.log);
+          await unmountTmpfs(m.mountPoint, ctx.log);
         }
         if (stale.length) {
           ctx.log.warn(
@@ -359,7 +359,7 @@ export default definePlugin<IsolationChrootOptions>({
         mkdirSync(host.app, { recursive: true, mode: 0o755 });
         const sizeBytes =
           opts.diskBytes ?? (job.limits.diskBytes > 0 ? job.limits.diskBytes : DEFAULT_DISK_BYTES);
-        mountTmpfs(host.work, { sizeBytes, uid });
+        await mountTmpfs(host.work, { sizeBytes, uid });
         s.work = host.work;
         ctx.defer(() => unmountWork(s, log), 'unmount work tmpfs');
         for (const dir of [host.artifacts, host.tmp]) {

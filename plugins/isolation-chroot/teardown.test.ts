@@ -92,7 +92,7 @@ describe.skipIf(unavailable !== null)('isolation-chroot teardown', () => {
         [foreign, 1000],
       ] as const) {
         mkdirSync(dir, { recursive: true });
-        mountTmpfs(dir, { sizeBytes: 1 << 20, uid });
+        await mountTmpfs(dir, { sizeBytes: 1 << 20, uid });
       }
       const plugin = await createPlugin();
       const log = memoryLogger();
