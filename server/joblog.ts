@@ -15,7 +15,7 @@ import { encodeFrame, encodeJsonFrame, FRAME_HEADER_BYTES, FrameType } from './f
 export const MAX_WRITE_FRAME = 1024 * 1024;
 
 /** Bytes read from the log per enqueued chunk of a watcher's stream. */
-export const READ_CHUNK = 64 * 1024;
+export const READ_CHUNK = 256 * 1024;
 
 // ---------------------------------------------------------------------------------------------------
 // In-process notifier: a JobLog signals its path on every flush, so watchers wake without polling.
