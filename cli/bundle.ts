@@ -52,6 +52,19 @@ function esbuildVersion(): string {
   }
 }
 
+function cacheKey(entry: string, cwd: string): string {
+  return createHash('sha256')
+    .update(`${BUNDLE_FORMAT}\0${esbuildVersion()}\0${entry}\0${cwd}`)
+    .digest('hex')
+    .slice(0, 32);
+}
+
+/** The cached bundle of `file`, when it is still fresh; null when esbuild must run. Cheap: stats only. */
+export function cachedBundle(file: string, options: { cwd?: string } = {}): Bundle | null {
+  const cwd = options.cwd ?? process.cwd();
+  return readCache(bundleCacheDir(), cacheKey(resolve(cwd, file), cwd));
+}
+
 /** Where bundles are cached: `$JTH_CACHE_DIR`, else `$XDG_CACHE_HOME/jth/bundles`, else `~/.cache/…`. */
 export function bundleCacheDir(env: NodeJS.ProcessEnv = process.env): string {
   if (env.JTH_CACHE_DIR) return env.JTH_CACHE_DIR;

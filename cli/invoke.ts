@@ -102,19 +102,21 @@ export async function invoke(file: string, opts: InvokeOptions, ctx: InvokeConte
   const { io } = ctx;
   // JTH_TIMING=1 prints where the time went, for comparing `jth invoke` with running the file locally.
   const t0 = performance.now();
-  // The TLS handshake (a whoami on the keep-alive agent) runs while esbuild bundles; the upload then
-  // reuses the warm connection. Its errors are left for the upload to report, after any bundle error.
+  const bundler = await import('./bundle.ts');
+  const cached = bundler.cachedBundle(file, { cwd: io.cwd });
+  // When esbuild has to run, the TLS handshake (a whoami on the keep-alive agent) runs meanwhile and
+  // the upload reuses the warm connection. A cached bundle needs no such overlap: upload at once.
+  // Connection errors are left for the upload to report, after any bundle error.
   const warm = import('./client.ts').then(async (clientMod) => {
     const { resolveConnection } = await import('./connection.ts');
     const c = new clientMod.ApiClient(resolveConnection(ctx.flags, { env: io.env, cwd: io.cwd }));
-    const ping = c.json('GET', '/v1/whoami').catch(() => {});
+    const ping = cached ? Promise.resolve() : c.json('GET', '/v1/whoami').catch(() => {});
     return { client: c, followOutput: clientMod.followOutput, ping };
   });
   warm.catch(() => {});
-  let built: Awaited<ReturnType<typeof import('./bundle.ts').bundleFile>>;
+  let built: Awaited<ReturnType<typeof bundler.bundleFile>>;
   try {
-    const { bundleFile } = await import('./bundle.ts');
-    built = await bundleFile(file, { cwd: io.cwd });
+    built = cached ?? (await bundler.bundleFile(file, { cwd: io.cwd, cache: true }));
   } catch (err) {
     await warm.then(({ client: c, ping }) => ping.finally(() => c.close())).catch(() => {});
     throw err;
