@@ -17,6 +17,13 @@ describe('JthError', () => {
     expect(new Error('plain') instanceof JthError).toBe(false);
   });
 
+  it('keeps the ordinary instanceof for subclasses', () => {
+    class Sub extends JthError {}
+    expect(new Sub(ErrorCode.BAD_REQUEST, 'x') instanceof Sub).toBe(true);
+    expect(new Sub(ErrorCode.BAD_REQUEST, 'x') instanceof JthError).toBe(true);
+    expect(new JthError(ErrorCode.BAD_REQUEST, 'x') instanceof Sub).toBe(false);
+  });
+
   it('wraps a plugin error with code, plugin, hook and cause, keeping status and hint', () => {
     const inner = new JthError(ErrorCode.UNAUTHENTICATED, 'Revoked', {
       status: 403,

@@ -52,6 +52,8 @@ export class JthError extends Error {
    * server running from dist/ hold different copies of this class, yet their errors are the same kind.
    */
   static override [Symbol.hasInstance](value: unknown): boolean {
+    // Subclasses (e.g. the CLI's CliError) keep the ordinary prototype check.
+    if (this !== JthError) return Function.prototype[Symbol.hasInstance].call(this, value);
     return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
   }
   readonly [BRAND] = true;
