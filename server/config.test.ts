@@ -3,7 +3,7 @@
  * Config loading: embedded defaults, a third-party plugin by path that runs a job, and one test per
  * kind of malformed config, each failing with a message that names the file and the key.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -146,5 +146,24 @@ export default defineConfig({ server: { port: 9443 }, limits: { max: { memory: '
     expect(parseBytes('8GiB')).toBe(8 * 1024 ** 3);
     expect(parseDuration('30s')).toBe(30_000);
     expect(() => parseBytes('1 potato')).toThrow(/not a size/);
+  });
+});
+
+describe('the README', () => {
+  it('shows a config example that loads as written', async () => {
+    const readme = readFileSync(path.resolve(import.meta.dirname, '../README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('## Configuration'));
+    const code = /```ts\n([\s\S]*?)```/.exec(section)![1]!;
+    // Written at the repository root, where the example's relative imports and paths point.
+    const file = path.resolve(import.meta.dirname, '..', `.readme-config-${process.pid}.config.ts`);
+    writeFileSync(file, code);
+    try {
+      const cfg = await loadConfig(file, { log: silent });
+      expect(cfg.plugins.map((p) => p.name)).toContain('example-rlimits');
+      expect(cfg.limits.users.alice?.max.memoryBytes).toBe(16 * 1024 ** 3);
+      for (const p of cfg.plugins) await p.close?.();
+    } finally {
+      rmSync(file, { force: true });
+    }
   });
 });
