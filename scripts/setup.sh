@@ -10,7 +10,7 @@ command -v setpriv >/dev/null || want+=(util-linux)
 command -v openssl >/dev/null || want+=(openssl)
 if [ "${JTH_SETUP_VM:-0}" = 1 ]; then
   command -v qemu-system-x86_64 >/dev/null || want+=(qemu-system-x86)
-  [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && ldd /bin/busybox 2>&1 | grep -q 'not a dynamic' || want+=(busybox-static)
+  dpkg -s busybox-static >/dev/null 2>&1 || want+=(busybox-static)
   command -v cpio >/dev/null || want+=(cpio)
 fi
 if [ ${#want[@]} -gt 0 ]; then
