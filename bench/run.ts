@@ -4,7 +4,7 @@
  * spread (the machines are noisy, so absolute numbers mean little). Baselines start with a clean
  * environment (no NODE_EXTRA_CA_CERTS). Prints a table and writes JSON to bench/results/.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import {
   chmodSync,
   copyFileSync,
@@ -22,6 +22,9 @@ import { FrameDecoder, FrameType } from '../server/frames.ts';
 import { denoBinary, probeHost } from '../server/host.ts';
 import { makeJobDir, runWrapped, testJob } from '../test/conformance/mod.ts';
 import { bundleSource, call, type Identity, submit, watch } from '../test/helpers/server.ts';
+import { silentLogger } from '../core/log.ts';
+import { startServerProcess as spawnServer } from '../test/helpers/process.ts';
+import { createPlugin } from '../core/plugins.ts';
 
 const N = Number(process.env.JTH_BENCH_N ?? 20);
 const root = path.resolve(import.meta.dirname, '..');
@@ -73,23 +76,6 @@ async function repeat(n: number, f: () => Promise<number>): Promise<number[]> {
   return out;
 }
 
-function startServer(configFile: string): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [path.join(root, 'bin/jth.mjs'), 'server', '--config', configFile], {
-    cwd: root,
-    env: CLEAN_ENV,
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  return new Promise((resolve, reject) => {
-    let err = '';
-    child.stderr!.on('data', (c) => {
-      err += c;
-      const m = /listening on (https:\/\/\S+)/.exec(err);
-      if (m) resolve({ child, url: m[1]! });
-    });
-    child.on('exit', (code) => reject(new Error(`server exited ${code}: ${err}`)));
-  });
-}
-
 function rssKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Number(m?.[1] ?? 0);
@@ -127,10 +113,7 @@ function drain(url: string, who: Identity, id: string): Promise<{ bytes: number;
 async function sandboxOverhead(hello: string): Promise<{ spawn: Stat; setup: Stat } | null> {
   const host = probeHost();
   if (!(host.root && host.bwrap && host.setpriv && host.userns)) return null;
-  const silent = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
-  const opts = await chroot.options!['~standard'].validate({});
-  if (opts.issues) throw new Error('isolation-chroot options');
-  const plugin = await chroot.create(opts.value as never, { log: silent, configDir: root, stateDir: work });
+  const plugin = await createPlugin(chroot, {}, { log: silentLogger, configDir: root, stateDir: work });
   const spawnMs: number[] = [];
   const setupMs: number[] = [];
   for (let i = 0; i <= N; i++) {
@@ -141,7 +124,7 @@ async function sandboxOverhead(hello: string): Promise<{ spawn: Stat; setup: Sta
     const t0 = performance.now();
     await plugin.isolate!({
       job,
-      log: silent,
+      log: silentLogger,
       signal: new AbortController().signal,
       scratch: { get: () => undefined, set() {} },
       plan,
@@ -219,7 +202,7 @@ async function main(): Promise<void> {
     }),
   );
   progress('starting jth server (embedded-default plugins for this host)');
-  const server = await startServer(configFile);
+  const server = await spawnServer(configFile, { env: CLEAN_ENV });
   const issued = await issueClient({ dir: path.join(stateDir, 'pki'), user: 'bench' });
   const who: Identity = {
     cert: readFileSync(issued.certPath),

@@ -3,9 +3,10 @@
  * Runs core under Deno: a driver, a plugin set and one job through its whole lifecycle, with nothing
  * but core's own modules. `core/deno.test.ts` runs this file with the real deno binary.
  */
-import { JobRun, PluginDriver, type Logger, type Plugin } from './mod.ts';
+import { JobRun, PluginDriver, type Plugin } from './mod.ts';
+import { silentLogger } from './log.ts';
 
-const silent: Logger = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
+const silent = silentLogger;
 const seen: string[] = [];
 const plugin: Plugin = {
   name: 'deno-smoke',

@@ -53,6 +53,7 @@ export class JthError extends Error {
    */
   static override [Symbol.hasInstance](value: unknown): boolean {
     // Subclasses (e.g. the CLI's CliError) keep the ordinary prototype check.
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the class instanceof was asked about
     if (this !== JthError) return Function.prototype[Symbol.hasInstance].call(this, value);
     return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
   }

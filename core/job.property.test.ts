@@ -11,7 +11,8 @@ import { PluginDriver } from './driver.ts';
 import { ErrorCode } from './errors.ts';
 import { JobRun, type StateChange } from './job.ts';
 import { isTerminal } from './lifecycle.ts';
-import type { HookName, JobSpec, Logger, Plugin } from './types.ts';
+import type { HookName, JobSpec, Plugin } from './types.ts';
+import { silentLogger } from './log.ts';
 
 /** At least 1,000 generated cases in CI, as the core issue asks. */
 const NUM_RUNS = Number(process.env.JTH_PROPERTY_RUNS ?? 1000);
@@ -61,7 +62,7 @@ const scenario: fc.Arbitrary<Scenario> = fc.record({
   stopTwice: fc.boolean(),
 });
 
-const silent: Logger = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
+const silent = silentLogger;
 
 const job: JobSpec = {
   id: 'job-1',

@@ -7,9 +7,10 @@ import { PluginDriver } from './driver.ts';
 import { ErrorCode } from './errors.ts';
 import { classify, JobRun } from './job.ts';
 import { isTerminal } from './lifecycle.ts';
-import type { ExecuteResult, JobSpec, Logger, Plugin } from './types.ts';
+import type { ExecuteResult, JobSpec, Plugin } from './types.ts';
+import { silentLogger } from './log.ts';
 
-const silent: Logger = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
+const silent = silentLogger;
 const job: JobSpec = {
   id: 'j',
   user: 'u',

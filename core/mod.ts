@@ -10,3 +10,4 @@ export * from './driver.ts';
 export * from './lifecycle.ts';
 export * from './job.ts';
 export * from './plugins.ts';
+export * from './log.ts';

@@ -5,7 +5,13 @@
  * goes through the plugin's Standard Schema, so core needs no validator of its own.
  */
 import { ErrorCode, JthError } from './errors.ts';
-import { API_VERSION, type Plugin, type PluginDefinition, type StandardSchemaV1 } from './types.ts';
+import {
+  API_VERSION,
+  type Plugin,
+  type PluginDefinition,
+  type PluginSetupContext,
+  type StandardSchemaV1,
+} from './types.ts';
 
 /** Where a plugin came from, for messages: the config file and the key, e.g. `plugins[2]`. */
 export interface PluginOrigin {
@@ -103,4 +109,17 @@ export function checkPluginSet(entries: ReadonlyArray<{ plugin: Plugin; origin: 
       }
     }
   }
+}
+
+/**
+ * Create a plugin from its definition as the config loader does: options validated by its schema
+ * (defaults applied), then `create`. For tests, benchmarks and embedding jth without a config file.
+ */
+export async function createPlugin<O>(
+  def: PluginDefinition<O>,
+  options: unknown,
+  ctx: PluginSetupContext,
+): Promise<Plugin> {
+  const value = await validateOptions(def.options, options, { file: '(code)', key: `plugin "${def.name}"` });
+  return def.create(value, ctx);
 }

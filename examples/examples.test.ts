@@ -14,6 +14,8 @@ import { createArtifactsFs, optionsSchema } from '../plugins/artifacts-fs/mod.ts
 import runtimeDeno, { defaultDenoPath } from '../plugins/runtime-deno/mod.ts';
 import { makeJob, REPO_ROOT, testLogger } from '../plugins/runtime-node/_testing.ts';
 import runtimeNode from '../plugins/runtime-node/mod.ts';
+import { createPlugin } from '../core/plugins.ts';
+import type { PluginDefinition } from '../core/types.ts';
 
 const DENO = defaultDenoPath();
 const scratch = mkdtempSync(join(tmpdir(), 'jth-examples-'));
@@ -101,9 +103,11 @@ describe('examples under the real deno binary', () => {
 
 async function runtimePlugin(name: 'node' | 'deno'): Promise<Plugin> {
   const def = name === 'node' ? runtimeNode : runtimeDeno;
-  const parsed = await def.options!['~standard'].validate({});
-  if (parsed.issues) throw new Error(JSON.stringify(parsed.issues));
-  return def.create(parsed.value as never, { log: testLogger(), configDir: REPO_ROOT, stateDir: scratch });
+  return createPlugin(
+    def as PluginDefinition<unknown>,
+    {},
+    { log: testLogger(), configDir: REPO_ROOT, stateDir: scratch },
+  );
 }
 
 describe.each(['node', 'deno'] as const)('examples as jobs on the %s runtime', (runtime) => {

@@ -10,10 +10,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { PluginDriver } from '../core/driver.ts';
 import { ErrorCode } from '../core/errors.ts';
 import { JobRun } from '../core/job.ts';
-import type { Logger } from '../core/types.ts';
 import { loadConfig, parseBytes, parseDuration } from './config.ts';
+import { silentLogger } from '../core/log.ts';
 
-const silent: Logger = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
+const silent = silentLogger;
 const dir = mkdtempSync(path.join(tmpdir(), 'jth-config-'));
 const fixture = path.resolve(import.meta.dirname, '../test/fixtures/echo-plugin.ts');
 const oldApi = path.resolve(import.meta.dirname, '../test/fixtures/old-api-plugin.ts');

@@ -24,14 +24,15 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { PluginDriver } from '../core/driver.ts';
 import { JobRun } from '../core/job.ts';
 import { isTerminal } from '../core/lifecycle.ts';
-import type { JobSpec, Logger, Plugin } from '../core/types.ts';
+import type { JobSpec, Plugin } from '../core/types.ts';
 import { createArtifactsFs, optionsSchema } from '../plugins/artifacts-fs/mod.ts';
 import { TEMP_PREFIX } from '../plugins/artifacts-fs/_store.ts';
 import { workspacePlugin } from '../server/jobs.ts';
+import { silentLogger } from '../core/log.ts';
 
 const NUM_RUNS = Number(process.env.JTH_PROPERTY_RUNS ?? 1000);
 const HOOK_TIMEOUT_MS = 5;
-const silent: Logger = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
+const silent = silentLogger;
 const root = mkdtempSync('/var/tmp/jth-cleanup-prop-');
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 

@@ -5,7 +5,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmdirSync } from 'node:fs';
 import { afterAll } from 'vitest';
 import { tmpdir } from 'node:os';
-import type { Logger, Plugin, PluginDefinition } from '../core/types.ts';
+import type { Plugin, PluginDefinition } from '../core/types.ts';
 import artifactsFs from '../plugins/artifacts-fs/mod.ts';
 import authMtls from '../plugins/auth-mtls/mod.ts';
 import { initCa, issueClient, issueServer, revoke } from '../plugins/auth-mtls/pki.ts';
@@ -20,15 +20,15 @@ import {
   testExecutePlugin,
   testIsolationPlugin,
 } from './conformance/mod.ts';
+import { silentLogger } from '../core/log.ts';
+import { createPlugin } from '../core/plugins.ts';
 
-const silent: Logger = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
+const silent = silentLogger;
 const stateDir = mkdtempSync(`${tmpdir()}/jth-conformance-`);
 const host = probeHost();
 
-async function create<O>(def: PluginDefinition<O>, options: object) {
-  const out = await def.options!['~standard'].validate(options);
-  if (out.issues) throw new Error(JSON.stringify(out.issues));
-  return def.create(out.value as O, { log: silent, configDir: process.cwd(), stateDir });
+function create<O>(def: PluginDefinition<O>, options: object) {
+  return createPlugin(def, options, { log: silent, configDir: process.cwd(), stateDir });
 }
 
 const sandboxSkip =

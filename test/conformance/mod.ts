@@ -21,11 +21,11 @@ import type {
   IsolateContext,
   JobSpec,
   LaunchPlan,
-  Logger,
   Plugin,
 } from '../../core/types.ts';
+import { silentLogger } from '../../core/log.ts';
 
-const silent: Logger = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
+const silent = silentLogger;
 
 export interface SuiteOptions {
   /** Shown in test names. */
@@ -146,6 +146,7 @@ export function testIsolationPlugin(o: SuiteOptions): void {
           const r = await runWrapped(plan, job, [
             '/bin/sh',
             '-c',
+            // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell parameter expansion
             'echo "$JTH_JOB_ID:${JTH_CONFORMANCE_SECRET:-clean}"',
           ]);
           expect(r.code, r.stderr).toBe(0);

@@ -6,7 +6,7 @@
  * recorded as infra-error, and no process, cgroup, mount or temp directory of it is left. A second
  * restart has nothing to do.
  */
-import { type ChildProcess, execSync, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawnSync } from 'node:child_process';
 import {
   chmodSync,
   existsSync,
@@ -21,6 +21,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { cgroupSliceName } from '../../server/host.ts';
 import { bundleSource, call, type Identity, submit } from './server.ts';
 import { issueClient } from '../../plugins/auth-mtls/pki.ts';
+import { startServerProcess as spawnServer } from './process.ts';
 
 export interface CrashSuiteOptions {
   /** Multiplies every wait: the VM lane's userland runs 15–35× slower than the host's. @default 1 */
@@ -53,31 +54,14 @@ export function defineCrashSuite(options: CrashSuiteOptions = {}): void {
   });
 
   /** Start `jth server` as its own process and resolve with its URL once it listens. */
-  const root = path.resolve(import.meta.dirname, '../..');
-  function startServerProcess(): Promise<{ child: ChildProcess; url: string }> {
-    const child = spawn(
-      process.execPath,
-      [path.join(root, 'bin/jth.mjs'), 'server', '--config', configFile],
-      {
-        cwd: root,
-        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root' },
-        stdio: ['ignore', 'ignore', 'pipe'],
-      },
-    );
-    servers.push(child);
-    return new Promise((resolve, reject) => {
-      let err = '';
-      const timer = setTimeout(() => reject(new Error(`server did not start:\n${err}`)), 60_000 * slow);
-      child.stderr!.on('data', (c) => {
-        err += c;
-        const m = /listening on (https:\/\/\S+)/.exec(err);
-        if (m) {
-          clearTimeout(timer);
-          resolve({ child, url: m[1]! });
-        }
-      });
-      child.on('exit', (code) => reject(new Error(`server exited with ${code}:\n${err}`)));
+  async function startServerProcess(): Promise<{ child: ChildProcess; url: string }> {
+    const started = spawnServer(configFile, {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root' },
+      timeoutMs: 60_000 * slow,
     });
+    const s = await started;
+    servers.push(s.child);
+    return s;
   }
 
   /** Pids of processes whose environment names `jobId` (every process of the job carries JTH_JOB_ID). */

@@ -12,8 +12,9 @@ import { issueClient } from '../../plugins/auth-mtls/pki.ts';
 import { type Frame, FrameDecoder, FrameType } from '../../server/frames.ts';
 import { type RunningServer, type StartOptions, startServer } from '../../server/mod.ts';
 import type { JobRecord } from '../../server/store.ts';
+import { silentLogger } from '../../core/log.ts';
 
-export const silent: Logger = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
+export const silent: Logger = silentLogger;
 
 export interface Identity {
   cert: Buffer;
@@ -69,6 +70,7 @@ export async function startTestServer(
 export interface Reply {
   status: number;
   body: Buffer;
+  // biome-ignore lint/suspicious/noExplicitAny: tests read ad-hoc fields of API replies
   json<T = any>(): T;
   socketReused: boolean;
 }

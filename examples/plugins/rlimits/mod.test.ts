@@ -7,15 +7,15 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { Logger } from '../../../core/types.ts';
 import { loadConfig } from '../../../server/config.ts';
 import { makeJobDir, runWrapped, testIsolationPlugin, testJob } from '../../../test/conformance/mod.ts';
 import rlimits, { prlimitArgs } from './mod.ts';
+import { silentLogger } from '../../../core/log.ts';
+import { createPlugin } from '../../../core/plugins.ts';
 
-const silent: Logger = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
+const silent = silentLogger;
 const ctx = { log: silent, configDir: process.cwd(), stateDir: tmpdir() };
-const create = (o: object = {}) =>
-  rlimits.create((rlimits.options!['~standard'].validate(o) as { value: never }).value, ctx);
+const create = (o: object = {}) => createPlugin(rlimits, o, ctx);
 
 testIsolationPlugin({ name: 'example-rlimits', create: () => create() });
 

@@ -1,0 +1,40 @@
+/**
+ * @module
+ * `jth server` as its own process, as an operator runs it: used where a test or benchmark needs to
+ * SIGKILL it, or measure its memory apart from the test runner.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import path from 'node:path';
+
+const repo = path.resolve(import.meta.dirname, '../..');
+
+/** Start `jth server --config configFile` with `env`; resolve with its URL once it listens. */
+export function startServerProcess(
+  configFile: string,
+  options: { env: Record<string, string>; timeoutMs?: number },
+): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [path.join(repo, 'bin/jth.mjs'), 'server', '--config', configFile], {
+    cwd: repo,
+    env: options.env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  return new Promise((resolve, reject) => {
+    let err = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`jth server did not start within ${options.timeoutMs ?? 60_000} ms:\n${err}`));
+    }, options.timeoutMs ?? 60_000);
+    child.stderr!.on('data', (c) => {
+      err += c;
+      const m = /listening on (https:\/\/\S+)/.exec(err);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ child, url: m[1]! });
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`jth server exited with ${code}:\n${err}`));
+    });
+  });
+}
