@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import path from 'node:path';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueClient, revoke } from '../plugins/auth-mtls/pki.ts';
 import {
@@ -168,6 +169,41 @@ describe('bad input is refused clearly and the server survives', () => {
     });
     expect(greedy.status).toBe(400);
     expect(greedy.json().error.message).toMatch(/cpu 64, over your maximum of 2/);
+  });
+
+  it('answers any malformed job request with a 4xx and a clear error, never a 5xx (fast-check)', async () => {
+    const body = fc.oneof(
+      fc.string(),
+      fc.json(),
+      fc
+        .record(
+          {
+            bundle: fc.oneof(fc.string(), fc.integer(), fc.constant(null)),
+            runtime: fc.oneof(fc.string(), fc.constant('../../etc'), fc.integer()),
+            data: fc.oneof(fc.string(), fc.constant('!!not base64!!')),
+            request: fc.oneof(fc.object(), fc.record({ method: fc.string(), path: fc.string() })),
+            timeoutMs: fc.oneof(fc.integer(), fc.double(), fc.string()),
+            limits: fc.oneof(fc.object(), fc.record({ cpu: fc.double(), pids: fc.integer() })),
+          },
+          { requiredKeys: [] },
+        )
+        .map((o) => JSON.stringify(o)),
+    );
+    await fc.assert(
+      fc.asyncProperty(body, async (raw) => {
+        const r = await call(url, alice, { method: 'POST', path: '/v1/jobs', raw });
+        if (r.status === 201) {
+          // Valid by chance: then it is a real job of alice's; stop it.
+          await call(url, alice, { method: 'POST', path: `/v1/jobs/${r.json().job.id}/stop` });
+          return;
+        }
+        expect(r.status).toBeGreaterThanOrEqual(400);
+        expect(r.status).toBeLessThan(500);
+        expect(r.json().error.message).toMatch(/\S/);
+      }),
+      { numRuns: 150 },
+    );
+    expect((await call(url, alice, { path: '/v1/whoami' })).status).toBe(200);
   });
 
   it('enforces the body limit on the stream itself, without Content-Length', async () => {
