@@ -49,22 +49,19 @@ export function parseDuration(input: string | number): number {
   return Math.round(Number(m[1]) * factor);
 }
 
-const bytes = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
-  try {
-    return parseBytes(v);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message });
-    return z.NEVER;
-  }
-});
-const duration = z.union([z.number().int().positive(), z.string()]).transform((v, ctx) => {
-  try {
-    return parseDuration(v);
-  } catch (err) {
-    ctx.addIssue({ code: 'custom', message: (err as Error).message });
-    return z.NEVER;
-  }
-});
+/** A number, or a string with a unit that `parse` understands; a bad string is an issue at its key. */
+function withUnits(number: z.ZodNumber, parse: (input: string | number) => number) {
+  return z.union([number, z.string()]).transform((v, ctx) => {
+    try {
+      return parse(v);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
+}
+const bytes = withUnits(z.number().int().nonnegative(), parseBytes);
+const duration = withUnits(z.number().int().positive(), parseDuration);
 
 /** Limits as written in config: sizes and durations may carry units. */
 const limitsInput = z

@@ -270,6 +270,12 @@ export function testExecutePlugin(o: SuiteOptions & { runtime: string }): void {
   });
 }
 
+/** A collect context for a job that exited 0. */
+function collectContext(job: JobSpec, plan: LaunchPlan): CollectContext {
+  const signal = new AbortController().signal;
+  return { job, log: silent, signal, scratch: scratch(), plan, execution: { exitCode: 0, signal: null } };
+}
+
 /** Suite for `collect` plugins: a result of the right shape, empty jobs, idempotent cleanup. */
 export function testCollectPlugin(o: SuiteOptions): void {
   describe.skipIf(!!o.skip)(`collect conformance: ${o.name}${o.skip ? ` (skipped: ${o.skip})` : ''}`, () => {
@@ -277,14 +283,7 @@ export function testCollectPlugin(o: SuiteOptions): void {
       const p = await o.create();
       const { plan, root } = makeJobDir();
       const job = testJob();
-      const ctx: CollectContext = {
-        job,
-        log: silent,
-        signal: new AbortController().signal,
-        scratch: scratch(),
-        plan,
-        execution: { exitCode: 0, signal: null },
-      };
+      const ctx = collectContext(job, plan);
       const r = (await p.collect?.(ctx)) ?? {};
       expect(Array.isArray(r.artifacts ?? [])).toBe(true);
       expect(r.artifacts ?? []).toHaveLength(0);
@@ -296,14 +295,7 @@ export function testCollectPlugin(o: SuiteOptions): void {
       const { plan, root } = makeJobDir();
       writeFileSync(path.join(plan.hostPaths.artifacts, 'out.txt'), 'result');
       const job = testJob();
-      const ctx: CollectContext = {
-        job,
-        log: silent,
-        signal: new AbortController().signal,
-        scratch: scratch(),
-        plan,
-        execution: { exitCode: 0, signal: null },
-      };
+      const ctx = collectContext(job, plan);
       const r = (await p.collect?.(ctx)) ?? {};
       for (const a of r.artifacts ?? []) {
         expect(a.name).not.toMatch(/(^|\/)\.\.(\/|$)/);
