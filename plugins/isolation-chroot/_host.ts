@@ -4,9 +4,9 @@
  * dir, and reaping a uid's processes. Each undo is idempotent so a deferred undo and `cleanup` may both
  * run it.
  */
-import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import type { Logger } from '../../core/types.ts';
+import { Mounter } from './_mounter.ts';
 
 /** Uids of the jobs running in this process. One uid per job, never shared while it runs. */
 const inUse = new Set<number>();
@@ -116,14 +116,12 @@ export async function mountTmpfs(dir: string, options: { sizeBytes: number; uid:
   if (r.status !== 0) throw new Error(`Cannot mount the work tmpfs on "${dir}": ${r.stderr.trim()}`);
 }
 
-/** Run a command to completion without blocking the event loop. */
+/** One helper shell per server process runs every mount and umount (see `_mounter.ts`). */
+export const mounter = new Mounter();
+
+/** Run a mount command to completion without blocking the event loop or forking the server. */
 function run(cmd: string, args: string[]): Promise<{ status: number | null; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { encoding: 'utf8' }, (err, _stdout, stderr) => {
-      const status = err ? (typeof err.code === 'number' ? err.code : null) : 0;
-      resolve({ status, stderr: stderr || (err && typeof err.code !== 'number' ? err.message : '') });
-    });
-  });
+  return mounter.run([cmd, ...args]);
 }
 
 /**

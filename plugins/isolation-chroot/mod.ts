@@ -29,6 +29,7 @@ import {
   inheritableFds,
   killUid,
   liveUids,
+  mounter,
   mountTmpfs,
   parseMountinfo,
   releaseUid,
@@ -244,6 +245,11 @@ export default definePlugin<IsolationChrootOptions>({
     return {
       name: NAME,
       apiVersion: 1,
+
+      close() {
+        // The mount helper shell goes with the server; a later job would start a new one.
+        mounter.close();
+      },
 
       start: async function checkHost(ctx): Promise<void> {
         if (process.getuid?.() !== 0) {
