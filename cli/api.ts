@@ -34,6 +34,10 @@ export interface CreateJobBody {
   timeoutMs?: number;
   limits?: { cpu?: number; memoryBytes?: number; pids?: number; diskBytes?: number };
   network?: boolean;
+  /** `discard`: keep none of the job's artifacts. */
+  artifacts?: 'keep' | 'discard';
+  /** What the bundle's exports say the job is; shown in the job's record. */
+  shape?: 'script' | 'function';
 }
 
 /** Milliseconds since the epoch from either form the server may send. */

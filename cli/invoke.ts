@@ -25,6 +25,7 @@ export interface InvokeOptions {
   memory?: string;
   cpus?: string;
   network?: boolean;
+  discardArtifacts?: boolean;
   detach?: boolean;
   json?: boolean;
 }
@@ -73,6 +74,7 @@ export async function buildJobBody(bundle: string, opts: InvokeOptions, io: Io):
   if (opts.cpus) limits.cpu = parseCpus(opts.cpus);
   if (Object.keys(limits).length) body.limits = limits;
   if (opts.network) body.network = true;
+  if (opts.discardArtifacts) body.artifacts = 'discard';
   return body;
 }
 
@@ -129,6 +131,7 @@ export async function invoke(file: string, opts: InvokeOptions, ctx: InvokeConte
     client.close();
     throw err;
   });
+  body.shape = built.hasDefault ? 'function' : 'script';
   try {
     const { job } = await client.json<{ job: JobRecord }>('POST', '/v1/jobs', { body });
     const tCreated = performance.now();

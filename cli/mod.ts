@@ -157,6 +157,7 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
     .option('--memory <size>', 'memory limit, e.g. 256M')
     .option('--cpus <n>', 'CPU limit in cores, e.g. 0.5')
     .option('--network', 'allow the job to reach the network')
+    .option('--discard-artifacts', 'do not keep the files the job writes to $JTH_ARTIFACTS')
     .option('--detach', 'print the job id and exit without waiting')
     .option('--json', 'print the final job record as JSON on stdout (job output all goes to stderr)')
     .addHelpText(

@@ -100,6 +100,8 @@ export interface JobSpec {
   request?: FetchRequestSpec;
   /** Whether the job may reach the network. Off by default. */
   network?: boolean;
+  /** What to do with the job's artifacts; a collector may still discard by policy. @default 'keep' */
+  artifacts?: 'keep' | 'discard';
   /** Extra labels, free-form. */
   labels?: Record<string, string>;
 }

@@ -68,6 +68,7 @@ const createJobBody = z
       .strict()
       .optional(),
     network: z.boolean().optional(),
+    artifacts: z.enum(['keep', 'discard']).optional(),
     shape: z.enum(['script', 'function']).optional(),
   })
   .strict();
@@ -173,6 +174,7 @@ export function createApp(o: AppOptions): Hono<Env> {
         timeoutMs: b.timeoutMs,
         limits: b.limits,
         network: b.network,
+        artifacts: b.artifacts,
         shape: b.shape,
       });
       return c.json({ job: publicRecord(job) }, 201);

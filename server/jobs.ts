@@ -25,6 +25,7 @@ export interface CreateJobInput {
   timeoutMs?: number | undefined;
   limits?: Partial<Omit<JobLimits, 'timeoutMs'>> | undefined;
   network?: boolean | undefined;
+  artifacts?: 'keep' | 'discard' | undefined;
   shape?: 'script' | 'function' | undefined;
 }
 
@@ -170,6 +171,7 @@ export class JobManager {
       ...(input.data ? { data: input.data } : {}),
       ...(input.request ? { request: input.request } : {}),
       ...(input.network ? { network: true } : {}),
+      ...(input.artifacts ? { artifacts: input.artifacts } : {}),
     };
     const record: JobRecord = {
       id,

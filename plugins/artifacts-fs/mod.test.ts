@@ -397,6 +397,7 @@ describe('artifacts-fs crash safety and downloads', () => {
       layout: 'per-job',
       naming: 'job-id',
       mode: 'keep',
+      users: {},
       limits: { perJob: { count: 100, bytes: 104857600 }, perUser: { count: 10000, bytes: 1073741824 } },
       retention: { intervalMs: 3600000 },
     });

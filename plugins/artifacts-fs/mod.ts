@@ -48,6 +48,11 @@ export interface ArtifactsFsOptions {
    */
   mode: 'keep' | 'discard';
   /**
+   * Per-user overrides of `mode`, keyed by user name (e.g. `{ "ci-bot": { "mode": "discard" } }`).
+   * @default {}
+   */
+  users: Record<string, { mode: 'keep' | 'discard' }>;
+  /**
    * Files and bytes one job may store, and one user may hold in total.
    * @default { perJob: { count: 100, bytes: 104857600 }, perUser: { count: 10000, bytes: 1073741824 } }
    */
@@ -73,6 +78,7 @@ export const optionsSchema = z.object({
   layout: z.enum(['flat', 'per-job']).default('per-job'),
   naming: z.enum(['timestamp', 'pid', 'job-id']).default('job-id'),
   mode: z.enum(['keep', 'discard']).default('keep'),
+  users: z.record(z.string(), z.object({ mode: z.enum(['keep', 'discard']) }).strict()).default({}),
   limits: z
     .object({ perJob: quota(100, 100 * 1024 * 1024), perUser: quota(10_000, 1024 * 1024 * 1024) })
     .prefault({}),
@@ -152,7 +158,13 @@ export function createArtifactsFs(
       timer = undefined;
     },
     collect: async function collectArtifactsFs(ctx): Promise<CollectResult> {
+      // Discard wins: the server's policy, then the user's, then the job's own request.
       if (opts.mode === 'discard') return { artifacts: [], notes: ['artifacts discarded by policy'] };
+      if (opts.users[ctx.job.user]?.mode === 'discard') {
+        return { artifacts: [], notes: [`artifacts discarded by policy for user "${ctx.job.user}"`] };
+      }
+      if (ctx.job.artifacts === 'discard')
+        return { artifacts: [], notes: ['artifacts discarded: the job asked so'] };
       const user = userFolder(ctx.job.user);
       const label = jobLabel(ctx, opts.naming);
       const previous = userLocks.get(user) ?? Promise.resolve();
