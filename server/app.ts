@@ -84,6 +84,8 @@ export interface AppOptions {
   jobs: JobManager;
   log: Logger;
   bodyLimitBytes: number;
+  /** Output streams one user may hold open at once (429 past it). */
+  maxWatchersPerUser: number;
   /** Opens a stored artifact for download; refuses anything outside the store. */
   openArtifact?: (location: string) => Promise<ReadableStream<Uint8Array>>;
 }
@@ -126,6 +128,7 @@ export function createApp(o: AppOptions): Hono<Env> {
   );
 
   const v1 = new Hono<Env>();
+  const watchers = new Map<string, number>();
 
   v1.get('/whoami', (c) => c.json(c.get('principal')));
 
@@ -213,7 +216,47 @@ export function createApp(o: AppOptions): Hono<Env> {
       throw new JthError(ErrorCode.BAD_REQUEST, (err as Error).message, { status: 400, cause: err });
     }
     const follow = c.req.query('follow') !== '0';
-    const body = openLogStream(file, { offset, follow, signal: c.req.raw.signal });
+    // Each stream holds a file and a read buffer: bound them per user, so watching is no resource bomb.
+    const user = c.get('principal').user;
+    const open = watchers.get(user) ?? 0;
+    if (open >= o.maxWatchersPerUser) {
+      throw new JthError(
+        ErrorCode.LIMIT_EXCEEDED,
+        `You already have ${open} output streams open, your limit is ${o.maxWatchersPerUser}`,
+        {
+          status: 429,
+          hint: 'Close a stream (e.g. a `jth logs -f`) and try again',
+        },
+      );
+    }
+    watchers.set(user, open + 1);
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      const n = (watchers.get(user) ?? 1) - 1;
+      if (n > 0) watchers.set(user, n);
+      else watchers.delete(user);
+    };
+    const reader = openLogStream(file, { offset, follow, signal: c.req.raw.signal }).getReader();
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          const { done, value } = await reader.read();
+          if (done) {
+            release();
+            controller.close();
+          } else controller.enqueue(value);
+        } catch (err) {
+          release();
+          controller.error(err);
+        }
+      },
+      cancel(reason) {
+        release();
+        return reader.cancel(reason);
+      },
+    });
     return new Response(body, {
       headers: {
         'content-type': 'application/x-jth-frames',

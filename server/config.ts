@@ -100,6 +100,8 @@ export const configSchema = z
         devPki: z.boolean().default(true),
         /** Largest upload (bundle plus input), enforced on the stream. @default '32M' */
         bodyLimit: bytes.default(32 * 1024 ** 2),
+        /** Output streams one user may hold open at once; each holds a file and a read buffer. @default 64 */
+        maxWatchersPerUser: z.number().int().positive().default(64),
         /** Per-job output cap; output past it is dropped with a notice in the stream. @default '256M' */
         outputCap: bytes.default(256 * 1024 ** 2),
         /** @default '30s' */

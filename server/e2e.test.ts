@@ -237,6 +237,45 @@ describe('bad input is refused clearly and the server survives', () => {
   });
 });
 
+describe('output streams are bounded per user', () => {
+  it('answers 429 past 64 open streams, and frees a slot when a watcher leaves', async () => {
+    const frank = await t.identity('frank');
+    const id = await submit(url, frank, { bundle: await bundleSource('setInterval(() => {}, 1000);') });
+    const open = (): Promise<{ status: number; req: import('node:http').ClientRequest }> =>
+      new Promise((resolve, reject) => {
+        const req = request(
+          new URL(`/v1/jobs/${id}/output`, url),
+          { cert: frank.cert, key: frank.key, ca: frank.ca, agent: false },
+          (res) => {
+            res.on('data', () => {});
+            res.on('error', () => {});
+            resolve({ status: res.statusCode ?? 0, req });
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+    const streams = [];
+    for (let i = 0; i < 64; i++) streams.push(await open());
+    expect(streams.every((s) => s.status === 200)).toBe(true);
+    const over = await open();
+    expect(over.status).toBe(429);
+    over.req.destroy();
+    // One watcher leaves: its slot comes back once the server sees the connection close.
+    streams.pop()!.req.destroy();
+    let again = 0;
+    for (let i = 0; i < 50 && again !== 200; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      const s = await open();
+      again = s.status;
+      s.req.destroy();
+    }
+    expect(again).toBe(200);
+    for (const s of streams) s.req.destroy();
+    await call(url, frank, { method: 'POST', path: `/v1/jobs/${id}/stop` });
+  });
+});
+
 describe('mutual TLS against the real server', () => {
   it('rejects a client without a certificate at the handshake', async () => {
     await expect(call(url, null, { path: '/v1/whoami', ca: alice.ca })).rejects.toThrow();

@@ -123,6 +123,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     jobs,
     log,
     bodyLimitBytes: settings.bodyLimit,
+    maxWatchersPerUser: settings.maxWatchersPerUser,
     async openArtifact(location) {
       const file = await resolveArtifact(location, artifactsDir);
       return Readable.toWeb(createReadStream('', { fd: file.fd })) as ReadableStream<Uint8Array>;
