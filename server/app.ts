@@ -210,6 +210,16 @@ export function createApp(o: AppOptions): Hono<Env> {
       });
     }
     const file = o.jobs.logPath(job.id);
+    if (o.jobs.logRemoved(job)) {
+      throw new JthError(
+        ErrorCode.NOT_FOUND,
+        `The output of job "${job.id}" was removed by the server's log retention`,
+        {
+          status: 410,
+          hint: 'Its status and artifacts remain: `jth status ID`, `jth artifacts ID`',
+        },
+      );
+    }
     try {
       await checkLogOffset(file, offset);
     } catch (err) {

@@ -40,12 +40,12 @@ export function parseBytes(input: string | number): number {
   return Math.round(Number(m[1]) * UNITS[m[2]!.toLowerCase()]!);
 }
 
-/** Parse `30s`, `5m`, `250ms`, `1h` or a plain number of milliseconds. */
+/** Parse `30s`, `5m`, `250ms`, `1h`, `7d` or a plain number of milliseconds. */
 export function parseDuration(input: string | number): number {
   if (typeof input === 'number') return input;
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(input);
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(input);
   if (!m) throw new Error(`"${input}" is not a duration; use milliseconds or a unit such as 30s or 5m`);
-  const factor = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms') as 'ms'];
+  const factor = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 'ms') as 'ms'];
   return Math.round(Number(m[1]) * factor);
 }
 
@@ -100,6 +100,8 @@ export const configSchema = z
         devPki: z.boolean().default(true),
         /** Largest upload (bundle plus input), enforced on the stream. @default '32M' */
         bodyLimit: bytes.default(32 * 1024 ** 2),
+        /** How long a finished job's output log is kept; its record stays. @default '7d' */
+        logRetention: duration.default(7 * 86_400_000),
         /** Output streams one user may hold open at once; each holds a file and a read buffer. @default 64 */
         maxWatchersPerUser: z.number().int().positive().default(64),
         /** Per-job output cap; output past it is dropped with a notice in the stream. @default '256M' */

@@ -237,6 +237,23 @@ describe('bad input is refused clearly and the server survives', () => {
   });
 });
 
+describe('log retention', () => {
+  it('removes old logs of finished jobs only; their status stays and the output answers 410', async () => {
+    const done = await submit(url, alice, { bundle: await bundleSource("console.log('old news')") });
+    await watch(url, alice, done);
+    const running = await submit(url, alice, { bundle: await bundleSource('setInterval(() => {}, 1000);') });
+    const removed = await t.server.jobs.gcLogs(0);
+    expect(removed).toContain(done);
+    expect(removed).not.toContain(running);
+    const gone = await call(url, alice, { path: `/v1/jobs/${done}/output` });
+    expect(gone.status).toBe(410);
+    expect(gone.json().error.message).toMatch(/removed by the server's log retention/);
+    expect((await call(url, alice, { path: `/v1/jobs/${done}` })).json().job.state).toBe('succeeded');
+    await call(url, alice, { method: 'POST', path: `/v1/jobs/${running}/stop` });
+    expect((await watch(url, alice, running)).end.state).toBe('stopped');
+  });
+});
+
 describe('output streams are bounded per user', () => {
   it('answers 429 past 64 open streams, and frees a slot when a watcher leaves', async () => {
     const frank = await t.identity('frank');

@@ -5,7 +5,7 @@
  * includes another user's, and a foreign job answers exactly as a missing one.
  */
 import { randomUUID } from 'node:crypto';
-import { chmodSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { PluginDriver } from '../core/driver.ts';
@@ -109,6 +109,11 @@ export class JobManager {
 
   logPath(id: string): string {
     return path.join(this.#paths.logs, `${id}.log`);
+  }
+
+  /** Whether a finished job's output log was removed by retention (a live job's log always exists). */
+  logRemoved(rec: JobRecord): boolean {
+    return isTerminal(rec.state) && !existsSync(this.logPath(rec.id));
   }
 
   /** A user's limits: the user's own maximum if configured, else the server's. */
@@ -242,6 +247,32 @@ export class JobManager {
   list(who: Principal, options: { all?: boolean; limit?: number } = {}): JobRecord[] {
     const everyone = who.role === 'admin' && options.all;
     return this.#store.list({ ...(everyone ? {} : { user: who.user }), limit: options.limit ?? 100 });
+  }
+
+  /**
+   * Remove output logs of finished jobs older than `maxAgeMs` (by the log's last write). Job records
+   * stay, so `jth status` still answers; `jth logs` says the output is gone. Returns the ids removed.
+   */
+  async gcLogs(maxAgeMs: number): Promise<string[]> {
+    const removed: string[] = [];
+    const cutoff = Date.now() - maxAgeMs;
+    for (const name of readdirSync(this.#paths.logs)) {
+      const id = name.replace(/\.log$/, '');
+      if (!name.endsWith('.log') || this.#active.has(id)) continue;
+      const file = path.join(this.#paths.logs, name);
+      try {
+        if (statSync(file).mtimeMs >= cutoff) continue;
+        const rec = this.#store.get(id);
+        if (rec && !isTerminal(rec.state)) continue;
+        await rm(file, { force: true });
+        removed.push(id);
+      } catch {
+        // Gone meanwhile.
+      }
+    }
+    if (removed.length)
+      this.#log.info({ removed: removed.length }, 'Removed output logs past server.logRetention');
+    return removed;
   }
 
   /** Stop a job. Idempotent: stopping a finished job returns its record unchanged. */

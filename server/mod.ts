@@ -97,6 +97,9 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
 
   // Crash reconcile: orphaned jobs become infra-error first, then plugins clear their own leftovers.
   await jobs.reconcile();
+  await jobs.gcLogs(settings.logRetention);
+  const logGc = setInterval(() => void jobs.gcLogs(settings.logRetention).catch(() => {}), 3_600_000);
+  logGc.unref();
   const started: Plugin[] = [];
   try {
     for (const plugin of driver.plugins) {
@@ -178,6 +181,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
           server.close(() => resolve());
           server.closeAllConnections();
         });
+        clearInterval(logGc);
         await jobs.stopAll('server shutdown');
         for (const p of [...driver.plugins].reverse()) {
           await Promise.resolve(p.close?.()).catch((err) =>
