@@ -22,16 +22,23 @@ type Env = {
   Variables: { principal: Principal; log: Logger };
 };
 
-/** Transport facts of a request, for the `authenticate` hook. */
-export function authInputFrom(
-  incoming: IncomingMessage | undefined,
-  headers: Record<string, string>,
+/**
+ * Transport facts of a request, for the `authenticate` hook: what the TLS layer verified, never what the
+ * client claims. The auth-mtls tests build their input with this same function.
+ */
+export function authInputFromSocket(
+  socket: TLSSocket | undefined,
+  headers: Record<string, string | string[] | undefined>,
 ): AuthInput {
-  const socket = incoming?.socket as TLSSocket | undefined;
-  const input: AuthInput = { headers };
+  const flat: Record<string, string> = {};
+  for (const [k, v] of Object.entries(headers)) {
+    if (v !== undefined) flat[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : v;
+  }
+  const input: AuthInput = { headers: flat };
   if (!socket || typeof socket.getPeerCertificate !== 'function') return input;
-  const peer = socket.getPeerCertificate(false);
-  if (peer && 'raw' in peer && peer.raw) input.peerCertificate = new Uint8Array(peer.raw);
+  // getPeerCertificate() returns an empty object when the peer sent no certificate.
+  const peer = socket.getPeerCertificate(false) as { raw?: Buffer } | null;
+  if (peer?.raw && peer.raw.length > 0) input.peerCertificate = new Uint8Array(peer.raw);
   input.tlsAuthorized = socket.authorized;
   if (socket.authorizationError) input.tlsAuthorizationError = String(socket.authorizationError);
   input.tlsResumed = socket.isSessionReused();
@@ -99,7 +106,7 @@ export function createApp(o: AppOptions): Hono<Env> {
     c.req.raw.headers.forEach((v, k) => {
       headers[k] = v;
     });
-    const input = authInputFrom(c.env?.incoming, headers);
+    const input = authInputFromSocket(c.env?.incoming?.socket as TLSSocket | undefined, headers);
     const found = await o.driver.hookFirst('authenticate', [input, { log: o.log }]);
     if (!found) {
       throw new JthError(ErrorCode.UNAUTHENTICATED, 'No client certificate was presented', {

@@ -14,7 +14,8 @@ import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isJthError } from '../../core/errors.ts';
 import type { Logger, Plugin } from '../../core/types.ts';
-import definition, { authInputFromSocket, checkPeer, DenyList } from './mod.ts';
+import { authInputFromSocket } from '../../server/app.ts';
+import definition, { checkPeer, DenyList } from './mod.ts';
 import { initCa, issueCert, issueClient, issueServer, revoke, tlsServerOptions } from './pki.ts';
 
 const silent: Logger = {

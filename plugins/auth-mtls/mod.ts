@@ -8,7 +8,6 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { TLSSocket } from 'node:tls';
 import { z } from 'zod';
 import { ErrorCode, JthError } from '../../core/errors.ts';
 import { definePlugin } from '../../core/types.ts';
@@ -195,29 +194,6 @@ export function checkPeer(input: AuthInput, options: CheckOptions): Principal | 
     throw refuse(403, `Role "${id.role}" of user "${id.user}" may not use this server`);
   }
   return { user: id.user, role: id.role, via: `mtls:${facts.serial}` };
-}
-
-/**
- * The {@link AuthInput} of a request from its TLS socket: the peer certificate's DER, whether Node
- * verified its chain, and whether the session was resumed. Headers are flattened to strings.
- */
-export function authInputFromSocket(
-  socket: TLSSocket,
-  headers: Record<string, string | string[] | undefined>,
-): AuthInput {
-  const flat: Record<string, string> = {};
-  for (const [k, v] of Object.entries(headers)) {
-    if (v !== undefined) flat[k.toLowerCase()] = Array.isArray(v) ? v.join(', ') : v;
-  }
-  const input: AuthInput = { headers: flat };
-  // getPeerCertificate() returns an empty object when the peer sent no certificate.
-  const peer = socket.getPeerCertificate(false) as { raw?: Buffer } | null;
-  if (peer?.raw && peer.raw.length > 0) input.peerCertificate = new Uint8Array(peer.raw);
-  input.tlsAuthorized = socket.authorized;
-  if (socket.authorizationError) input.tlsAuthorizationError = String(socket.authorizationError);
-  input.tlsResumed = socket.isSessionReused();
-  if (socket.remoteAddress) input.remoteAddress = socket.remoteAddress;
-  return input;
 }
 
 export default definePlugin<AuthMtlsOptions>({
