@@ -32,9 +32,9 @@ export function startServerProcess(
         resolve({ child, url: m[1]! });
       }
     });
-    child.on('exit', (code) => {
+    child.on('exit', (code, signal) => {
       clearTimeout(timer);
-      reject(new Error(`jth server exited with ${code}:\n${err}`));
+      reject(new Error(`jth server exited with ${signal ?? code} before listening:\n${err}`));
     });
   });
 }

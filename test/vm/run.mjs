@@ -242,7 +242,7 @@ function runInGuest({ vmlinux, initrd, timeout, extra }) {
   const append = [
     'console=ttyS0',
     'quiet',
-    'loglevel=3',
+    'loglevel=4',
     'panic=-1',
     'cgroup_no_v1=all',
     'psi=1',
@@ -255,7 +255,7 @@ function runInGuest({ vmlinux, initrd, timeout, extra }) {
     `local,id=${id},path=${path},security_model=none,multidevs=remap${extraOpts ? `,${extraOpts}` : ''}`;
   // q35 under TCG: microvm hangs in a large share of TCG boots without tsc_early_khz, q35 does not
   const args = [
-    ...['-M', 'q35', '-accel', 'tcg,thread=multi', '-cpu', 'max', '-smp', '2', '-m', '2048'],
+    ...['-M', 'q35', '-accel', 'tcg,thread=multi', '-cpu', 'max', '-smp', '2', '-m', '3072'],
     ...['-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-serial', 'stdio', '-monitor', 'none'],
     ...['-kernel', vmlinux, '-initrd', initrd, '-append', append],
     ...[
