@@ -6,7 +6,6 @@
 import { JobRun, PluginDriver, type Plugin } from './mod.ts';
 import { silentLogger } from './log.ts';
 
-const silent = silentLogger;
 const seen: string[] = [];
 const plugin: Plugin = {
   name: 'deno-smoke',
@@ -34,7 +33,7 @@ const run = new JobRun({
   },
   jobDir: '/nonexistent',
   output: { write() {} },
-  log: silent,
+  log: silentLogger,
 });
 const result = await run.done;
 console.log(

@@ -62,8 +62,6 @@ const scenario: fc.Arbitrary<Scenario> = fc.record({
   stopTwice: fc.boolean(),
 });
 
-const silent = silentLogger;
-
 const job: JobSpec = {
   id: 'job-1',
   user: 'alice',
@@ -173,7 +171,7 @@ async function runScenario(s: Scenario) {
     job,
     jobDir: '/nonexistent/job-1',
     output: { write() {} },
-    log: silent,
+    log: silentLogger,
     onState: (c) => void states.push(c),
     killGraceMs: 1,
     startAllowanceMs: 1,

@@ -10,7 +10,6 @@ import { isTerminal } from './lifecycle.ts';
 import type { ExecuteResult, JobSpec, Plugin } from './types.ts';
 import { silentLogger } from './log.ts';
 
-const silent = silentLogger;
 const job: JobSpec = {
   id: 'j',
   user: 'u',
@@ -20,7 +19,13 @@ const job: JobSpec = {
 };
 const exec = (e: Partial<ExecuteResult>): ExecuteResult => ({ exitCode: 0, signal: null, ...e });
 const run = (plugins: Plugin[]) =>
-  new JobRun({ driver: new PluginDriver(plugins), job, jobDir: '/x', output: { write() {} }, log: silent });
+  new JobRun({
+    driver: new PluginDriver(plugins),
+    job,
+    jobDir: '/x',
+    output: { write() {} },
+    log: silentLogger,
+  });
 
 describe('classify()', () => {
   const base = { error: null, stop: null, evidence: {}, job };

@@ -13,7 +13,6 @@ import { JobRun } from '../core/job.ts';
 import { loadConfig, parseBytes, parseDuration } from './config.ts';
 import { silentLogger } from '../core/log.ts';
 
-const silent = silentLogger;
 const dir = mkdtempSync(path.join(tmpdir(), 'jth-config-'));
 const fixture = path.resolve(import.meta.dirname, '../test/fixtures/echo-plugin.ts');
 const oldApi = path.resolve(import.meta.dirname, '../test/fixtures/old-api-plugin.ts');
@@ -25,7 +24,7 @@ function write(name: string, content: unknown): string {
 }
 
 async function failure(file: string) {
-  const err = await loadConfig(file, { log: silent }).catch((e) => e);
+  const err = await loadConfig(file, { log: silentLogger }).catch((e) => e);
   expect(err.code).toBe(ErrorCode.CONFIG_INVALID);
   return err as Error & { hint?: string };
 }
@@ -34,7 +33,7 @@ afterAll(() => {});
 
 describe('loadConfig()', () => {
   it('applies embedded defaults when there is no file', async () => {
-    const cfg = await loadConfig(undefined, { log: silent });
+    const cfg = await loadConfig(undefined, { log: silentLogger });
     expect(cfg.settings.port).toBe(8443);
     expect(cfg.settings.stateDir).toBe(path.resolve('.jth'));
     expect(cfg.limits.max).toMatchObject({
@@ -48,7 +47,7 @@ describe('loadConfig()', () => {
 
   it('loads a plugin from a path outside plugins/ and runs a job with it', async () => {
     const file = write('path-plugin.json', { plugins: [[fixture, { greeting: 'hi' }]] });
-    const cfg = await loadConfig(file, { log: silent });
+    const cfg = await loadConfig(file, { log: silentLogger });
     expect(cfg.plugins.map((p) => p.name)).toEqual(['echo']);
     const out: string[] = [];
     const run = new JobRun({
@@ -63,7 +62,7 @@ describe('loadConfig()', () => {
       },
       jobDir: path.join(dir, 'j1'),
       output: { write: (_s, c) => void out.push(new TextDecoder().decode(c)) },
-      log: silent,
+      log: silentLogger,
     });
     const result = await run.done;
     expect(result.state).toBe('succeeded');
@@ -76,7 +75,7 @@ describe('loadConfig()', () => {
       `import { defineConfig } from ${JSON.stringify(path.resolve(import.meta.dirname, 'config.ts'))};
 export default defineConfig({ server: { port: 9443 }, limits: { max: { memory: '1G', timeout: '2m' } }, plugins: [${JSON.stringify(fixture)}] });`,
     );
-    const cfg = await loadConfig(file, { log: silent });
+    const cfg = await loadConfig(file, { log: silentLogger });
     expect(cfg.settings.port).toBe(9443);
     expect(cfg.limits.max.memoryBytes).toBe(1024 ** 3);
     expect(cfg.limits.max.timeoutMs).toBe(120_000);
@@ -158,7 +157,7 @@ describe('the README', () => {
     const file = path.resolve(import.meta.dirname, '..', `.readme-config-${process.pid}.config.ts`);
     writeFileSync(file, code);
     try {
-      const cfg = await loadConfig(file, { log: silent });
+      const cfg = await loadConfig(file, { log: silentLogger });
       expect(cfg.plugins.map((p) => p.name)).toContain('example-rlimits');
       expect(cfg.limits.users.alice?.max.memoryBytes).toBe(16 * 1024 ** 3);
       for (const p of cfg.plugins) await p.close?.();

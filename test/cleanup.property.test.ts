@@ -32,7 +32,6 @@ import { silentLogger } from '../core/log.ts';
 
 const NUM_RUNS = Number(process.env.JTH_PROPERTY_RUNS ?? 1000);
 const HOOK_TIMEOUT_MS = 5;
-const silent = silentLogger;
 const root = mkdtempSync('/var/tmp/jth-cleanup-prop-');
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
@@ -150,7 +149,7 @@ async function runScenario(s: Scenario) {
     job,
     jobDir,
     output: { write() {} },
-    log: silent,
+    log: silentLogger,
     killGraceMs: 1,
     startAllowanceMs: HOOK_TIMEOUT_MS,
   });

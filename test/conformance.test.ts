@@ -23,12 +23,11 @@ import {
 import { silentLogger } from '../core/log.ts';
 import { createPlugin } from '../core/plugins.ts';
 
-const silent = silentLogger;
 const stateDir = mkdtempSync(`${tmpdir()}/jth-conformance-`);
 const host = probeHost();
 
 function create<O>(def: PluginDefinition<O>, options: object) {
-  return createPlugin(def, options, { log: silent, configDir: process.cwd(), stateDir });
+  return createPlugin(def, options, { log: silentLogger, configDir: process.cwd(), stateDir });
 }
 
 const sandboxSkip =
@@ -49,7 +48,7 @@ testIsolationPlugin({
   skip: host.root && cgroupRoot ? false : 'needs root and a cgroup2 mount',
   create: async () => {
     const p = await create(cgroup, { root: cgroupRoot, enforceLimits: host.cgroupLimits });
-    await p.start?.({ log: silent, stateDir, runningJobs: new Set() });
+    await p.start?.({ log: silentLogger, stateDir, runningJobs: new Set() });
     cgroupPlugins.push(p);
     return p;
   },

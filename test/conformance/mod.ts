@@ -25,8 +25,6 @@ import type {
 } from '../../core/types.ts';
 import { silentLogger } from '../../core/log.ts';
 
-const silent = silentLogger;
-
 export interface SuiteOptions {
   /** Shown in test names. */
   name: string;
@@ -108,7 +106,7 @@ async function isolate(plugin: Plugin, job: JobSpec, plan: LaunchPlan) {
   const undos: Array<() => unknown> = [];
   const ctx: IsolateContext = {
     job,
-    log: silent,
+    log: silentLogger,
     signal: new AbortController().signal,
     scratch: scratch(),
     plan,
@@ -156,7 +154,7 @@ export function testIsolationPlugin(o: SuiteOptions): void {
           await iso.undo();
           await p.cleanup?.({
             job,
-            log: silent,
+            log: silentLogger,
             signal: iso.ctx.signal,
             scratch: iso.ctx.scratch,
             plan,
@@ -195,7 +193,7 @@ export function testIsolationPlugin(o: SuiteOptions): void {
         await iso.undo();
         const ctx = {
           job,
-          log: silent,
+          log: silentLogger,
           signal: iso.ctx.signal,
           scratch: iso.ctx.scratch,
           plan,
@@ -230,7 +228,7 @@ export function testExecutePlugin(o: SuiteOptions & { runtime: string }): void {
       let started = 0;
       const ctx: ExecuteContext = {
         job,
-        log: silent,
+        log: silentLogger,
         signal: ac.signal,
         scratch: scratch(),
         plan,
@@ -273,7 +271,14 @@ export function testExecutePlugin(o: SuiteOptions & { runtime: string }): void {
 /** A collect context for a job that exited 0. */
 function collectContext(job: JobSpec, plan: LaunchPlan): CollectContext {
   const signal = new AbortController().signal;
-  return { job, log: silent, signal, scratch: scratch(), plan, execution: { exitCode: 0, signal: null } };
+  return {
+    job,
+    log: silentLogger,
+    signal,
+    scratch: scratch(),
+    plan,
+    execution: { exitCode: 0, signal: null },
+  };
 }
 
 /** Suite for `collect` plugins: a result of the right shape, empty jobs, idempotent cleanup. */
@@ -303,7 +308,7 @@ export function testCollectPlugin(o: SuiteOptions): void {
       }
       await p.cleanup?.({
         job,
-        log: silent,
+        log: silentLogger,
         signal: ctx.signal,
         scratch: ctx.scratch,
         plan,
@@ -323,12 +328,12 @@ export function testAuthPlugin(
   describe.skipIf(!!o.skip)(`auth conformance: ${o.name}${o.skip ? ` (skipped: ${o.skip})` : ''}`, () => {
     it('answers null for a request it cannot judge', async () => {
       const p = await o.create();
-      expect(await p.authenticate?.({ headers: {} }, { log: silent })).toBeNull();
+      expect(await p.authenticate?.({ headers: {} }, { log: silentLogger })).toBeNull();
     });
 
     it('maps a valid input to a well-formed principal', async () => {
       const p = await o.create();
-      const who = await p.authenticate?.(await o.valid(), { log: silent });
+      const who = await p.authenticate?.(await o.valid(), { log: silentLogger });
       expect(who?.user).toMatch(/^[a-z0-9][a-z0-9._-]*$/);
       expect(['user', 'admin']).toContain(who?.role);
     });
@@ -336,7 +341,7 @@ export function testAuthPlugin(
     it('refuses each invalid input with a JthError carrying a 4xx status', async () => {
       const p = await o.create();
       for (const input of await o.invalid()) {
-        const err = await Promise.resolve(p.authenticate?.(input, { log: silent })).then(
+        const err = await Promise.resolve(p.authenticate?.(input, { log: silentLogger })).then(
           () => null,
           (e: unknown) => e,
         );

@@ -7,14 +7,11 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { type Agent, request } from 'node:https';
 import path from 'node:path';
 import { build } from 'esbuild';
-import type { Logger } from '../../core/types.ts';
 import { issueClient } from '../../plugins/auth-mtls/pki.ts';
 import { type Frame, FrameDecoder, FrameType } from '../../server/frames.ts';
 import { type RunningServer, type StartOptions, startServer } from '../../server/mod.ts';
 import type { JobRecord } from '../../server/store.ts';
 import { silentLogger } from '../../core/log.ts';
-
-export const silent: Logger = silentLogger;
 
 export interface Identity {
   cert: Buffer;
@@ -44,7 +41,7 @@ export async function startTestServer(
     stateDir,
     port: 0,
     host: '127.0.0.1',
-    log: options.log ?? silent,
+    log: options.log ?? silentLogger,
   });
   const pkiDir = path.join(stateDir, 'pki');
   return {

@@ -13,8 +13,7 @@ import rlimits, { prlimitArgs } from './mod.ts';
 import { silentLogger } from '../../../core/log.ts';
 import { createPlugin } from '../../../core/plugins.ts';
 
-const silent = silentLogger;
-const ctx = { log: silent, configDir: process.cwd(), stateDir: tmpdir() };
+const ctx = { log: silentLogger, configDir: process.cwd(), stateDir: tmpdir() };
 const create = (o: object = {}) => createPlugin(rlimits, o, ctx);
 
 testIsolationPlugin({ name: 'example-rlimits', create: () => create() });
@@ -35,7 +34,7 @@ describe('example-rlimits', () => {
     try {
       await plugin.isolate!({
         job,
-        log: silent,
+        log: silentLogger,
         signal: new AbortController().signal,
         scratch: { get: () => undefined, set() {} },
         plan,
@@ -59,13 +58,13 @@ describe('example-rlimits', () => {
       file,
       JSON.stringify({ plugins: [[path.resolve(import.meta.dirname, 'mod.ts'), { nofile: 128 }]] }),
     );
-    const cfg = await loadConfig(file, { log: silent });
+    const cfg = await loadConfig(file, { log: silentLogger });
     expect(cfg.plugins.map((p) => p.name)).toEqual(['example-rlimits']);
     writeFileSync(
       file,
       JSON.stringify({ plugins: [[path.resolve(import.meta.dirname, 'mod.ts'), { nofile: 'lots' }]] }),
     );
-    await expect(loadConfig(file, { log: silent })).rejects.toThrow(/options\.nofile is invalid/);
+    await expect(loadConfig(file, { log: silentLogger })).rejects.toThrow(/options\.nofile is invalid/);
     rmSync(dir, { recursive: true, force: true });
   });
 });
