@@ -3,15 +3,20 @@ import { describe, expect, it } from 'vitest';
 import { parseBytes, parseCpus, parseDuration, parseHeader, parseOffset } from './parse.ts';
 
 describe('flag parsers', () => {
-  it('parses durations with units, a bare number meaning seconds', () => {
+  it('parses durations with units, as the config does, and refuses a bare number with a hint', () => {
     expect([
       parseDuration('500ms'),
       parseDuration('30s'),
       parseDuration('2m'),
       parseDuration('1h'),
-      parseDuration('1.5'),
-    ]).toEqual([500, 30_000, 120_000, 3_600_000, 1500]);
+      parseDuration('1.5s'),
+      parseDuration('7d'),
+    ]).toEqual([500, 30_000, 120_000, 3_600_000, 1500, 7 * 86_400_000]);
     expect(() => parseDuration('soon')).toThrow('Invalid --timeout "soon"');
+    expect(() => parseDuration('30')).toThrow(/has no unit/);
+    expect(() => parseDuration('30')).toThrow(
+      expect.objectContaining({ hint: expect.stringContaining('30s') }),
+    );
     expect(() => parseDuration('0s')).toThrow(/must be more than 0/);
   });
 
@@ -29,6 +34,7 @@ describe('flag parsers', () => {
   it('parses cpus, headers and offsets', () => {
     expect(parseCpus('0.5')).toBe(0.5);
     expect(() => parseCpus('0')).toThrow('Invalid --cpus "0"');
+    expect(() => parseCpus('half')).toThrow('Invalid --cpus "half"');
     expect(parseHeader('X-Trace: a:b ')).toEqual(['x-trace', 'a:b']);
     expect(() => parseHeader('no colon')).toThrow('Invalid --header "no colon"');
     expect(parseOffset('42')).toBe(42);

@@ -1,43 +1,45 @@
 /**
  * @module
  * Parsers for the CLI's human-friendly flag values: durations (`30s`), sizes (`256M`), CPU shares
- * (`0.5`) and headers (`K:V`). Each throws a usage error (exit 2) that names the flag.
+ * (`0.5`) and headers (`K:V`). Sizes, durations and CPUs go through core's one parser (`core/units.ts`),
+ * the same the config uses. Each throws a usage error (exit 2) that names the flag.
  */
 import { ErrorCode } from '../core/errors.ts';
+import * as units from '../core/units.ts';
+import { UnitError } from '../core/units.ts';
 import { CliError, ExitCode } from './exit.ts';
 
 function usage(message: string, hint: string): CliError {
   return new CliError(ErrorCode.BAD_REQUEST, message, ExitCode.usage, { hint });
 }
 
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+/** Run a shared unit parser, turning its refusal into a usage error that names the flag. */
+function withFlag<T>(flag: string, value: string, parse: (v: string) => T): T {
+  try {
+    return parse(value);
+  } catch (err) {
+    if (err instanceof UnitError) throw usage(`Invalid ${flag} "${value}": ${err.message}`, err.hint);
+    throw err;
+  }
+}
 
-/** `500ms`, `30s`, `2m`, `1h`, or a bare number of seconds → milliseconds. */
+/** `500ms`, `30s`, `2m`, `1h`, `7d` → milliseconds (the config's parser: a unit is required). */
 export function parseDuration(value: string, flag = '--timeout'): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value.trim());
-  if (!m) throw usage(`Invalid ${flag} "${value}"`, 'Use a number with a unit: 500ms, 30s, 2m, 1h');
-  const ms = Math.round(Number(m[1]) * DURATION_UNITS[m[2] ?? 's']!);
+  const ms = withFlag(flag, value, units.parseDuration);
   if (ms <= 0) throw usage(`Invalid ${flag} "${value}": must be more than 0`, 'Use e.g. 30s');
   return ms;
 }
 
-const SIZE_UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
-
-/** `512K`, `256M`, `1G` (binary units, optional `i`/`B`), or bytes → bytes. */
+/** `512K`, `256M`, `1G` (binary units, optional `i`/`B`), or bytes → bytes (the config's parser). */
 export function parseBytes(value: string, flag = '--memory'): number {
-  const m = /^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$/i.exec(value.trim());
-  if (!m) throw usage(`Invalid ${flag} "${value}"`, 'Use bytes or a binary unit: 512K, 256M, 1G');
-  const bytes = Math.floor(Number(m[1]) * SIZE_UNITS[m[2]!.toUpperCase()]!);
+  const bytes = withFlag(flag, value, units.parseBytes);
   if (bytes <= 0) throw usage(`Invalid ${flag} "${value}": must be more than 0`, 'Use e.g. 256M');
   return bytes;
 }
 
-/** CPU bandwidth in cores, e.g. `0.5` or `2`. */
+/** CPU bandwidth in cores, e.g. `0.5` or `2` (the config's parser: more than 0). */
 export function parseCpus(value: string, flag = '--cpus'): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0)
-    throw usage(`Invalid ${flag} "${value}"`, 'Use a number of cores: 0.5, 1, 2');
-  return n;
+  return withFlag(flag, value, units.parseCpus);
 }
 
 /** `Name: value` → `[name, value]`, name lower-cased as HTTP/2 and fetch do. */

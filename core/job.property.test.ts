@@ -78,6 +78,7 @@ async function runScenario(s: Scenario) {
   const failures: Array<{ stage: number; order: number; plugin: string }> = [];
   const stages: Record<HookName, number> = {
     authenticate: -1,
+    validate: -1,
     isolate: 0,
     execute: 1,
     collect: 2,

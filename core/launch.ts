@@ -24,22 +24,34 @@ export function createPlan(jobDir: string): LaunchPlan {
     env: {},
     wrappers: [],
     killers: [],
+    terminators: [],
     sandboxed: false,
     notes: [],
   };
 }
 
+/** Whether `name` may be set by a user for a job: a portable variable name not in jth's `JTH_` space. */
+export function isUserEnvName(name: string): boolean {
+  return /^[A-Za-z_][A-Za-z0-9_]{0,127}$/.test(name) && !name.toUpperCase().startsWith('JTH_');
+}
+
 /**
- * The job's whole environment: a fixed allow-list computed from the job and its paths, plus what
- * isolation layers added to `plan.env`. Nothing is inherited from the server.
+ * The job's whole environment: a fixed allow-list computed from the job and its paths, the user's own
+ * variables and secrets, plus what isolation layers added to `plan.env`. Nothing is inherited from the
+ * server, and the user cannot override jth's own `JTH_` variables.
  */
 export function jobEnv(job: JobSpec, plan: LaunchPlan): Record<string, string> {
+  const user: Record<string, string> = {};
+  for (const source of [job.env, job.secrets]) {
+    for (const [k, v] of Object.entries(source ?? {})) if (isUserEnvName(k)) user[k] = v;
+  }
   return {
     PATH: JOB_PATH,
     HOME: plan.paths.work,
     TMPDIR: plan.paths.tmp,
     LANG: 'C.UTF-8',
     TZ: 'UTC',
+    ...user,
     JTH_JOB_ID: job.id,
     JTH_USER: job.user,
     JTH_WORK: plan.paths.work,

@@ -8,8 +8,8 @@
 /** The API version that this core speaks. A plugin declares the version it was written against. */
 export const API_VERSION = 1 as const;
 
-/** The five job hooks. */
-export type HookName = 'authenticate' | 'isolate' | 'execute' | 'collect' | 'cleanup';
+/** The job hooks: the five of a job's run, and `validate`, which judges a job before it is accepted. */
+export type HookName = 'authenticate' | 'validate' | 'isolate' | 'execute' | 'collect' | 'cleanup';
 
 /**
  * How a hook is run by the driver.
@@ -23,6 +23,7 @@ export type HookSemantic = 'first' | 'sequential' | 'parallel' | 'teardown';
 /** The declared semantic of every hook. A hook missing here is a compile error. */
 export const HOOK_SEMANTICS = {
   authenticate: 'first',
+  validate: 'parallel',
   isolate: 'sequential',
   execute: 'first',
   collect: 'parallel',
@@ -104,6 +105,41 @@ export interface JobSpec {
   artifacts?: 'keep' | 'discard';
   /** Extra labels, free-form. */
   labels?: Record<string, string>;
+  /** A name the user gave the job (`--name`); not unique. */
+  name?: string;
+  /**
+   * Variables the user set for the job (`--env`, `--env-file`), added to the allow-listed environment.
+   * Names starting with `JTH_` are jth's own and cannot be set.
+   */
+  env?: Record<string, string>;
+  /**
+   * Secret values by variable name, resolved by the server from the user's secrets when the job starts.
+   * Never stored, logged or shown; the record keeps only their names.
+   */
+  secrets?: Record<string, string>;
+  /** The entry file in the job's app dir. @default 'main.mjs' */
+  entry?: string;
+  /** How long a stop waits between SIGTERM and SIGKILL, in ms. @default 5000 */
+  stopGraceMs?: number;
+  /** How many times the job may be run again when the node running it is lost. @default 0 */
+  retries?: number;
+  /** Which run of the job this is, from 1. @default 1 */
+  attempt?: number;
+}
+
+/** A runtime that an execute plugin runs, as `jth runtimes` and `/v1/runtimes` list it. */
+export interface RuntimeInfo {
+  /** The name a job asks for (`--runtime`), e.g. `node`. */
+  name: string;
+  /**
+   * What the CLI uploads: `bundle` is one ES module that esbuild built from the entry file (JavaScript
+   * and TypeScript runtimes); `source` is the entry file and the files beside it, as they are.
+   */
+  upload: 'bundle' | 'source';
+  /** Entry file extensions the runtime takes, e.g. `['.py']`. The CLI picks a runtime by them. */
+  extensions?: string[];
+  /** One line for `jth runtimes`. */
+  description?: string;
 }
 
 export type TerminalState =
@@ -240,6 +276,11 @@ export interface LaunchPlan {
    * killer resolves only once every process of the job is dead; it throws if it cannot ensure that.
    */
   killers: Array<() => Promise<void>>;
+  /**
+   * Ways to send SIGTERM to every process of the job, tried in order until one succeeds: the first step
+   * of a stop, before the grace period and the killers. Resolves once the signal is sent.
+   */
+  terminators: Array<() => Promise<void>>;
   /** Whether the job will run in a sandbox with its own root (paths are then sandbox paths). */
   sandboxed: boolean;
   /** Facts the user should know about this job's isolation, e.g. "memory limit not enforced". */
@@ -264,6 +305,11 @@ export interface JobContext {
 export interface StopReason {
   kind: 'stop' | 'timeout';
   by?: string;
+  /**
+   * For a stop: how long the job's processes get between SIGTERM and SIGKILL, in ms (0 kills at once).
+   * A timeout kills at once.
+   */
+  graceMs?: number;
 }
 
 export interface IsolateContext extends JobContext {
@@ -311,6 +357,11 @@ export interface StartContext {
   stateDir: string;
   /** Ids of the jobs that the store records as running (used by crash reconcile). */
   runningJobs: ReadonlySet<string>;
+  /**
+   * Ids of this node's jobs that a previous server process left unfinished (it crashed or was killed),
+   * which the server has just marked `infra-error`. Whatever a plugin stored for them is unrecorded.
+   */
+  orphanedJobs?: ReadonlySet<string>;
 }
 
 /**
@@ -332,7 +383,21 @@ export interface Plugin {
   /** Server stop. */
   close?(): Awaitable<void>;
 
+  /** The runtimes this plugin's `execute` hook runs. A job asking for another one is refused at once. */
+  runtimes?: RuntimeInfo[];
+  /**
+   * What this plugin does for every job it isolates. The server refuses to start when no plugin provides
+   * a sandbox (unless the config says `allowUnsandboxed`), and notes each job that ran without limits.
+   */
+  provides?: { sandbox?: boolean; limits?: boolean };
+
   authenticate?(input: AuthInput, ctx: { log: Logger }): Awaitable<Principal | null>;
+  /**
+   * Judge a job before it is accepted: throw a `JthError` with a 4xx status for a job this plugin could
+   * never run (e.g. it asks for the network where none is allowed). Runs at submission, for every plugin
+   * at once; the job is refused with the first failure. Must not take resources.
+   */
+  validate?(job: JobSpec, ctx: { log: Logger }): Awaitable<void>;
   isolate?(ctx: IsolateContext): Awaitable<void>;
   execute?(ctx: ExecuteContext): Awaitable<ExecuteResult | null>;
   collect?(ctx: CollectContext): Awaitable<CollectResult | undefined | void>;

@@ -19,6 +19,7 @@ import {
   validateOptions,
 } from '../core/plugins.ts';
 import type { JobLimits, Logger, Plugin, PluginDefinition } from '../core/types.ts';
+import { parseBytes, parseCpus, parseDuration, UnitError } from '../core/units.ts';
 
 /** Built-in plugins by short name. Third-party plugins are named by package or path instead. */
 export const BUILTIN_PLUGINS: Record<string, string> = {
@@ -30,24 +31,7 @@ export const BUILTIN_PLUGINS: Record<string, string> = {
   'artifacts-fs': '../plugins/artifacts-fs/mod.ts',
 };
 
-const UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
-
-/** Parse `256M`, `8GiB`, `1.5g` or a plain number of bytes. */
-export function parseBytes(input: string | number): number {
-  if (typeof input === 'number') return input;
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(input);
-  if (!m) throw new Error(`"${input}" is not a size; use bytes or a unit such as 256M or 8G`);
-  return Math.round(Number(m[1]) * UNITS[m[2]!.toLowerCase()]!);
-}
-
-/** Parse `30s`, `5m`, `250ms`, `1h`, `7d` or a plain number of milliseconds. */
-export function parseDuration(input: string | number): number {
-  if (typeof input === 'number') return input;
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$/.exec(input);
-  if (!m) throw new Error(`"${input}" is not a duration; use milliseconds or a unit such as 30s or 5m`);
-  const factor = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m[2] ?? 'ms') as 'ms'];
-  return Math.round(Number(m[1]) * factor);
-}
+export { parseBytes, parseDuration } from '../core/units.ts';
 
 /** A number, or a string with a unit that `parse` understands; a bad string is an issue at its key. */
 function withUnits(number: z.ZodNumber, parse: (input: string | number) => number) {
@@ -55,7 +39,8 @@ function withUnits(number: z.ZodNumber, parse: (input: string | number) => numbe
     try {
       return parse(v);
     } catch (err) {
-      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      const hint = err instanceof UnitError ? ` (${err.hint})` : '';
+      ctx.addIssue({ code: 'custom', message: `${(err as Error).message}${hint}` });
       return z.NEVER;
     }
   });
@@ -66,7 +51,7 @@ const duration = withUnits(z.number().int().positive(), parseDuration);
 /** Limits as written in config: sizes and durations may carry units. */
 const limitsInput = z
   .object({
-    cpu: z.number().positive(),
+    cpu: withUnits(z.number().positive(), parseCpus),
     memory: bytes,
     pids: z.number().int().positive(),
     io: bytes,
