@@ -26,6 +26,8 @@ import type {
 
 /** How long `execute` may take past the job's own timeout to kill and reap the job. @default 10000 */
 export const DEFAULT_KILL_GRACE_MS = 10_000;
+/** How long a stop waits between SIGTERM and SIGKILL unless the job or the caller says otherwise. */
+export const DEFAULT_STOP_GRACE_MS = 5_000;
 /** Allowance for a runtime to start before its wall-clock timer begins. @default 30000 */
 export const DEFAULT_START_ALLOWANCE_MS = 30_000;
 
@@ -97,6 +99,19 @@ export function classify(input: {
     return { state: 'pids-exhausted', reason: `Could not fork: ${where} process limit was reached` };
   }
   if (execution.signal) return { state: 'signalled', reason: `Killed by ${execution.signal}` };
+  // A function whose result is an error failed, whatever its exit code: a thrown error, or a result the
+  // runtime or the server refused (too large, not JSON).
+  const failure = execution.result?.kind === 'error' ? execution.result.error : undefined;
+  if (failure) {
+    const what = `${failure.name}: ${failure.message}`;
+    return {
+      state: 'failed',
+      reason:
+        execution.exitCode === 0 || execution.exitCode === null
+          ? `The function failed: ${what}`
+          : `Exited with code ${execution.exitCode}: ${what}`,
+    };
+  }
   if (execution.exitCode === 0) return { state: 'succeeded', reason: 'Exited with code 0' };
   return { state: 'failed', reason: `Exited with code ${execution.exitCode}` };
 }
@@ -155,9 +170,14 @@ export class JobRun {
     return this.#abort.signal;
   }
 
-  /** Ask the job to stop. Idempotent: returns true only for the call that stopped it. */
-  stop(by?: string): boolean {
-    return this.#end({ kind: 'stop', ...(by ? { by } : {}) });
+  /**
+   * Ask the job to stop: its processes get SIGTERM, then SIGKILL once `graceMs` has passed (0 kills at
+   * once; the default is the job's `stopGraceMs`, else 5 s). Idempotent: returns true only for the call
+   * that stopped it.
+   */
+  stop(by?: string, options: { graceMs?: number } = {}): boolean {
+    const graceMs = options.graceMs ?? this.job.stopGraceMs ?? DEFAULT_STOP_GRACE_MS;
+    return this.#end({ kind: 'stop', ...(by ? { by } : {}), graceMs });
   }
 
   #end(reason: StopReason): boolean {
@@ -242,7 +262,8 @@ export class JobRun {
           {
             timeoutMs:
               job.limits.timeoutMs +
-              (this.#o.killGraceMs ?? DEFAULT_KILL_GRACE_MS) +
+              // A stop gives the job its grace before the kill: the bound allows for both.
+              (this.#o.killGraceMs ?? DEFAULT_KILL_GRACE_MS + (job.stopGraceMs ?? DEFAULT_STOP_GRACE_MS)) +
               (this.#o.startAllowanceMs ?? DEFAULT_START_ALLOWANCE_MS),
           },
         );

@@ -97,6 +97,30 @@ export const configSchema = z
         headersTimeout: duration.default(10_000),
         /** Bound of one plugin hook call. @default '30s' */
         hookTimeout: duration.default(30_000),
+        /** A TLS handshake not finished within this is cut. @default '10s' */
+        handshakeTimeout: duration.default(10_000),
+        /**
+         * Connections one client address may hold open at once; more are refused at accept. Above
+         * maxWatchersPerUser, since each open output stream is one connection. @default 256
+         */
+        maxConnectionsPerAddress: z.number().int().positive().default(256),
+        /** Jobs this node runs at once; more wait queued (in the store) for a free slot. @default 32 */
+        maxRunning: z.number().int().positive().default(32),
+        /**
+         * This node's name, recorded in the jobs it runs: the state dir of a node is its own, so give
+         * each node of a cluster its own name. @default the host name
+         */
+        node: z
+          .string()
+          .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be a host-name-like word (letters, digits, ._-)')
+          .optional(),
+        /** How long running jobs get between SIGTERM and SIGKILL when the server shuts down. @default '5s' */
+        shutdownGrace: duration.default(5_000),
+        /**
+         * At start, run an empty program on every runtime through the whole sandbox, and refuse to start
+         * when one cannot run. @default true
+         */
+        probeRuntimes: z.boolean().default(true),
         /** Log level for pino. @default 'info' */
         logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
       })
@@ -108,8 +132,10 @@ export const configSchema = z
         defaults: limitsInput.prefault({}),
         /** The most a job of one user may ask for. */
         max: limitsInput.prefault({}),
-        /** Jobs one user may run at once; more answer 429. @default 4 */
+        /** Jobs one user may have queued or running at once; more answer 429. @default 4 */
         concurrency: z.number().int().positive().default(4),
+        /** Jobs all users together may have queued or running at once; more answer 503. @default 256 */
+        total: z.number().int().positive().default(256),
         /** Per-user overrides of `max` and `concurrency`, keyed by user name. */
         users: z
           .record(
@@ -122,6 +148,11 @@ export const configSchema = z
       .prefault({}),
     /** Plugins by built-in short name, package name or path, each optionally with options. */
     plugins: z.array(pluginEntry).optional(),
+    /**
+     * DANGEROUS. Start even when no plugin sandboxes jobs: they then run directly on the host as the
+     * server's user (root, usually), and each job's notes say "not sandboxed". @default false
+     */
+    allowUnsandboxed: z.boolean().default(false),
   })
   .strict();
 
@@ -171,9 +202,11 @@ export interface LoadedConfig {
     defaults: JobLimits;
     max: JobLimits;
     concurrency: number;
+    total: number;
     users: Record<string, { max: JobLimits; concurrency: number }>;
   };
   plugins: Plugin[];
+  allowUnsandboxed: boolean;
 }
 
 /** Read the raw config object from `file` (.json, .ts, .mts, .js, .mjs). */
@@ -343,8 +376,9 @@ export async function loadConfig(
     file: shown,
     dir,
     settings,
-    limits: { defaults, max, concurrency: cfg.limits.concurrency, users },
+    limits: { defaults, max, concurrency: cfg.limits.concurrency, total: cfg.limits.total, users },
     plugins: created.map((c) => c.plugin),
+    allowUnsandboxed: cfg.allowUnsandboxed,
   };
 }
 

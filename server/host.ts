@@ -5,9 +5,10 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
-import path from 'node:path';
+import { cgroupSliceName } from '../plugins/isolation-cgroup/host.ts';
 import { defaultDenoPath } from '../plugins/runtime-deno/mod.ts';
+
+export { cgroupSliceName };
 
 export interface Check {
   name: string;
@@ -154,10 +155,15 @@ export function hostChecks(h: HostFacts): Check[] {
   return checks;
 }
 
-/** `jth.slice` for the default state dir (`<cwd>/.jth`), else `jth-<hash of the state dir>.slice`. */
-export function cgroupSliceName(stateDir: string): string {
-  if (path.resolve(stateDir) === path.resolve('.jth')) return 'jth.slice';
-  return `jth-${createHash('sha256').update(path.resolve(stateDir)).digest('hex').slice(0, 12)}.slice`;
+/** Why this host cannot sandbox jobs (root first: without it nothing else matters), or null. */
+export function sandboxMissing(h: HostFacts): string | null {
+  if (!h.root)
+    return 'the server is not running as root, which the sandbox needs (to mount each job a tmpfs and switch to a per-job uid); start `jth server` as root';
+  const missing = [!h.bwrap && 'bubblewrap', !h.setpriv && 'util-linux setpriv'].filter(Boolean);
+  if (missing.length)
+    return `${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} not installed (apt-get install bubblewrap util-linux)`;
+  if (!h.userns) return 'unprivileged user namespaces are off (sysctl kernel.unprivileged_userns_clone=1)';
+  return null;
 }
 
 /** The embedded-default plugin list: everything the host allows, and a note for what it does not. */
@@ -178,12 +184,11 @@ export function defaultPlugins(
         `cgroup v2 at ${h.cgroup2.mount} has no cpu/memory/pids controllers: jobs are tracked and killed as a group, but their limits are NOT enforced`,
       );
     }
-  } else notes.push('No cgroup v2 (or not root): no per-job cgroups, limits are NOT enforced');
-  if (h.root && h.bwrap && h.setpriv && h.userns) plugins.push('isolation-chroot');
-  else
-    notes.push(
-      'No sandbox (bwrap, setpriv and user namespaces are needed): jobs run as plain child processes',
-    );
+  } else if (!h.root) notes.push('Not running as root: no per-job cgroups, limits are NOT enforced');
+  else notes.push('No cgroup v2 mounted: no per-job cgroups, limits are NOT enforced');
+  const sandbox = sandboxMissing(h);
+  if (!sandbox) plugins.push('isolation-chroot');
+  else notes.push(`No sandbox: ${sandbox}`);
   plugins.push('runtime-node');
   if (h.deno) plugins.push('runtime-deno');
   plugins.push('artifacts-fs');

@@ -1,24 +1,32 @@
 /**
  * @module
- * The job manager: admission (limits, per-user concurrency), one JobRun per job, durable records and
- * logs, stop, and crash reconcile at start. Authorization lives here too: a user's view of jobs never
- * includes another user's, and a foreign job answers exactly as a missing one.
+ * The job manager. A submission is judged (runtime, limits, the plugins' `validate` hooks), then admitted
+ * by the store in one transaction that counts the user's and everyone's unfinished jobs: the job is
+ * `queued`. A dispatcher claims queued jobs from the store while this node has free slots and runs each
+ * as one `JobRun`, with its durable record and output log. Authorization lives here too: a user's view of
+ * jobs never includes another user's, and a foreign job answers exactly as a missing one.
  */
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { PluginDriver } from '../core/driver.ts';
 import { ErrorCode, JthError } from '../core/errors.ts';
-import { JobRun, type StateChange } from '../core/job.ts';
+import { DEFAULT_STOP_GRACE_MS, JobRun, type StateChange } from '../core/job.ts';
 import { isTerminal } from '../core/lifecycle.ts';
-import type { JobLimits, JobSpec, Logger, Plugin, Principal } from '../core/types.ts';
+import type { JobLimits, JobResult, JobSpec, Logger, Plugin, Principal, RuntimeInfo } from '../core/types.ts';
+import { formatBytes, formatDuration } from '../core/units.ts';
 import type { LoadedConfig } from './config.ts';
 import { JobLog, sealLog } from './joblog.ts';
-import type { JobRecord, JobStore } from './store.ts';
+import type { Redactor } from './public.ts';
+import type { ClaimedJob, JobRecord, JobStore, ListFilter } from './store/types.ts';
 
 export interface CreateJobInput {
-  bundle: string;
+  /** Files for the job's app dir by relative path: `main.mjs` for a bundle, the sources otherwise. */
+  files: Record<string, Uint8Array>;
+  /** The entry file among `files`. @default 'main.mjs' */
+  entry?: string | undefined;
   runtime?: string | undefined;
   data?: Uint8Array | undefined;
   request?: { method: string; path: string; headers?: Record<string, string> | undefined } | undefined;
@@ -27,11 +35,40 @@ export interface CreateJobInput {
   network?: boolean | undefined;
   artifacts?: 'keep' | 'discard' | undefined;
   shape?: 'script' | 'function' | undefined;
+  name?: string | undefined;
+  labels?: Record<string, string> | undefined;
+  env?: Record<string, string> | undefined;
+  /** Names of the user's secrets to give the job as variables of the same name. */
+  secrets?: string[] | undefined;
+  stopGraceMs?: number | undefined;
+  retries?: number | undefined;
 }
+
+/**
+ * What the manager tells the rest of the server, so metrics, usage sampling and output retention live in
+ * their own modules. Listeners must not throw; a slow one delays nothing (events are synchronous calls
+ * of cheap listeners, which start their own async work).
+ */
+export interface JobEvents {
+  /** A job was admitted into the queue. */
+  queued: [record: JobRecord];
+  /** A claimed job's run was created on this node. */
+  started: [record: JobRecord, run: JobRun];
+  /** A job of this node moved to a new state (after the store recorded it). */
+  state: [id: string, change: StateChange];
+  /** A job of this node ended and its log was sealed with its final record. */
+  ended: [record: JobRecord, result: JobResult];
+  /** A submission was refused (admission bounds, validation). */
+  refused: [user: string, code: string, status: number];
+}
+
+/** Resolves a user's secrets by name when a job starts (the secrets store plugs in here). */
+export type SecretResolver = (user: string, names: readonly string[]) => Promise<Record<string, string>>;
 
 interface Active {
   run: JobRun;
   log: JobLog;
+  user: string;
 }
 
 /** Paths of the server's state directory. Only `jobs/` is reachable (traverse-only) by job uids. */
@@ -44,10 +81,10 @@ export function statePaths(stateDir: string) {
 }
 
 /**
- * The built-in first isolate step: the job's private directory with its bundle. It runs before every
- * other plugin, so its undo (removing the directory) runs after every other undo (e.g. unmounts).
+ * The built-in first isolate step: the job's private directory with its uploaded files. It runs before
+ * every other plugin, so its undo (removing the directory) runs after every other undo (e.g. unmounts).
  */
-export function workspacePlugin(bundles: Map<string, string>): Plugin {
+export function workspacePlugin(files: Map<string, Record<string, Uint8Array>>): Plugin {
   return {
     name: 'jth:workspace',
     apiVersion: 1,
@@ -59,8 +96,12 @@ export function workspacePlugin(bundles: Map<string, string>): Plugin {
       await mkdir(jobDir, { mode: 0o711 });
       ctx.defer(() => rm(jobDir, { recursive: true, force: true, maxRetries: 3 }), 'remove job dir');
       await mkdir(hostPaths.app, { mode: 0o755 });
-      await writeFile(path.join(hostPaths.app, 'main.mjs'), bundles.get(ctx.job.id) ?? '', { mode: 0o644 });
-      bundles.delete(ctx.job.id);
+      for (const [name, bytes] of Object.entries(files.get(ctx.job.id) ?? {})) {
+        const file = path.join(hostPaths.app, name);
+        await mkdir(path.dirname(file), { recursive: true, mode: 0o755 });
+        await writeFile(file, bytes, { mode: 0o644 });
+      }
+      files.delete(ctx.job.id);
       await mkdir(hostPaths.work, { mode: 0o755 });
       // Without a sandbox there is no tmpfs: make the job's dirs here. With one, its mount hides these.
       await mkdir(hostPaths.artifacts, { recursive: true });
@@ -69,32 +110,99 @@ export function workspacePlugin(bundles: Map<string, string>): Plugin {
   };
 }
 
+/**
+ * The built-in last isolate step: after every isolation layer has had its say, the job's notes say
+ * plainly what it ran without (no sandbox, no enforced limits).
+ */
+export function policyPlugin(plugins: readonly Plugin[]): Plugin {
+  const limits = plugins.some((p) => p.provides?.limits);
+  return {
+    name: 'jth:policy',
+    apiVersion: 1,
+    enforce: 'post',
+    isolate(ctx) {
+      if (!ctx.plan.sandboxed) {
+        ctx.plan.notes.push(
+          'Not sandboxed: the job ran directly on the host as the server user (allowUnsandboxed is set)',
+        );
+      }
+      if (!limits && !ctx.plan.notes.some((n) => /not enforced/i.test(n))) {
+        ctx.plan.notes.push(
+          'Limits not enforced: no plugin enforces cpu, memory and pids limits here (isolation-cgroup is off)',
+        );
+      }
+    },
+  };
+}
+
+/** A file path inside the app dir: relative, no `..`, no backslash, no NUL, at most 255 bytes a part. */
+function checkUploadPath(name: string): string | null {
+  if (name === '' || name.startsWith('/') || name.includes('\\') || name.includes('\0'))
+    return 'is not relative';
+  const parts = name.split('/');
+  if (parts.some((p) => p === '' || p === '.' || p === '..')) return 'has an empty, "." or ".." part';
+  if (parts.some((p) => Buffer.byteLength(p) > 255)) return 'has a part longer than 255 bytes';
+  if (parts.length > 16) return 'is nested more than 16 levels deep';
+  return null;
+}
+
 function iso(ms: number): string {
   return new Date(ms).toISOString();
 }
 
+function notFound(id: string): JthError {
+  return new JthError(ErrorCode.NOT_FOUND, `No job "${id}"`, {
+    status: 404,
+    hint: 'List your jobs with `jth jobs`',
+  });
+}
+
+export interface JobManagerOptions {
+  config: LoadedConfig;
+  driver: PluginDriver;
+  store: JobStore;
+  log: Logger;
+  /** Files of jobs about to start, read by the workspace step. */
+  files: Map<string, Record<string, Uint8Array>>;
+  redactor: Redactor;
+  /** This node's name, as recorded in the jobs it claims. */
+  node: string;
+  /** Jobs this node runs at once; more wait queued. */
+  maxRunning: number;
+  secrets?: SecretResolver;
+}
+
 export class JobManager {
+  readonly node: string;
+  /** Job events of this node (see {@link JobEvents}). */
+  readonly events = new EventEmitter<JobEvents>();
   readonly #config: LoadedConfig;
   readonly #driver: PluginDriver;
   readonly #store: JobStore;
   readonly #log: Logger;
   readonly #paths: ReturnType<typeof statePaths>;
   readonly #active = new Map<string, Active>();
-  readonly #bundles: Map<string, string>;
-  readonly #perUser = new Map<string, number>();
+  readonly #files: Map<string, Record<string, Uint8Array>>;
+  readonly #redactor: Redactor;
+  readonly #maxRunning: number;
+  readonly #secrets: SecretResolver | undefined;
+  /** Stops asked for jobs this node claimed but has not started yet. */
+  readonly #pendingStops = new Map<string, { by: string; graceMs: number }>();
+  #pumping: Promise<void> | null = null;
+  #again = false;
+  #paused = true;
+  #closing = false;
 
-  constructor(o: {
-    config: LoadedConfig;
-    driver: PluginDriver;
-    store: JobStore;
-    log: Logger;
-    bundles: Map<string, string>;
-  }) {
+  constructor(o: JobManagerOptions) {
+    this.node = o.node;
     this.#config = o.config;
     this.#driver = o.driver;
     this.#store = o.store;
     this.#log = o.log;
-    this.#bundles = o.bundles;
+    this.#files = o.files;
+    this.#redactor = o.redactor;
+    this.#maxRunning = o.maxRunning;
+    this.#secrets = o.secrets;
     this.#paths = statePaths(o.config.settings.stateDir);
     // The state dir is traverse-only for others; everything sensitive inside it is 0700 or 0600.
     mkdirSync(o.config.settings.stateDir, { recursive: true, mode: 0o711 });
@@ -107,13 +215,24 @@ export class JobManager {
     return this.#active.size;
   }
 
+  get store(): JobStore {
+    return this.#store;
+  }
+
   logPath(id: string): string {
     return path.join(this.#paths.logs, `${id}.log`);
   }
 
-  /** Whether a finished job's output log was removed by retention (a live job's log always exists). */
+  /** Whether a finished job's output log is gone (removed by retention, or never written). */
   logRemoved(rec: JobRecord): boolean {
     return isTerminal(rec.state) && !existsSync(this.logPath(rec.id));
+  }
+
+  /** The runtimes the execute plugins declare, or null when one of them declares none (then any goes). */
+  runtimes(): RuntimeInfo[] | null {
+    const executors = this.#driver.with('execute');
+    if (executors.some((p) => !p.runtimes)) return null;
+    return executors.flatMap((p) => p.runtimes ?? []);
   }
 
   /** A user's limits: the user's own maximum if configured, else the server's. */
@@ -123,7 +242,7 @@ export class JobManager {
   }
 
   /** Resolve what a job asks for against defaults; asking for more than the user's maximum is refused. */
-  resolveLimits(user: string, input: CreateJobInput): JobLimits {
+  resolveLimits(user: string, input: Pick<CreateJobInput, 'limits' | 'timeoutMs'>): JobLimits {
     const { max } = this.limitsFor(user);
     const d = this.#config.limits.defaults;
     const asked: JobLimits = {
@@ -134,16 +253,25 @@ export class JobManager {
       diskBytes: input.limits?.diskBytes ?? Math.min(d.diskBytes, max.diskBytes),
       timeoutMs: input.timeoutMs ?? Math.min(d.timeoutMs, max.timeoutMs),
     };
+    const show: Record<keyof JobLimits, [string, (n: number) => string]> = {
+      cpu: ['cpu', String],
+      memoryBytes: ['memory', formatBytes],
+      pids: ['pids', String],
+      ioBytesPerSec: ['io', (n) => `${formatBytes(n)}/s`],
+      diskBytes: ['disk', formatBytes],
+      timeoutMs: ['timeout', formatDuration],
+    };
     for (const key of Object.keys(asked) as Array<keyof JobLimits>) {
       const limit = max[key];
       if (key === 'ioBytesPerSec' && limit === 0) continue;
       if (asked[key] > limit) {
+        const [name, fmt] = show[key];
         throw new JthError(
           ErrorCode.LIMIT_EXCEEDED,
-          `The job asks for ${key} ${asked[key]}, over your maximum of ${limit}`,
+          `The job asks for ${name} ${fmt(asked[key])}, over your maximum of ${fmt(limit)}`,
           {
             status: 400,
-            hint: `Ask for ${key} ${limit} or less, or ask an operator to raise limits.users.${user}.max`,
+            hint: `Ask for ${name} ${fmt(limit)} or less, or ask an operator to raise limits.users.${user}.max.${name}`,
           },
         );
       }
@@ -151,48 +279,183 @@ export class JobManager {
     return asked;
   }
 
-  async create(who: Principal, input: CreateJobInput): Promise<JobRecord> {
-    const { concurrency } = this.limitsFor(who.user);
-    const running = this.#perUser.get(who.user) ?? 0;
-    if (running >= concurrency) {
+  /** Check the runtime and the uploaded files against what the runtime takes. */
+  #checkUpload(input: CreateJobInput, runtime: string): string {
+    const declared = this.runtimes();
+    const info = declared?.find((r) => r.name === runtime);
+    if (declared && !info) {
+      const names = declared.map((r) => r.name);
+      throw new JthError(ErrorCode.BAD_REQUEST, `This server has no runtime "${runtime}"`, {
+        status: 400,
+        hint: names.length
+          ? `Use one of: ${names.join(', ')} (\`jth runtimes\` lists them)`
+          : 'Ask the operator to enable a runtime plugin',
+      });
+    }
+    const entry = input.entry ?? 'main.mjs';
+    const names = Object.keys(input.files);
+    for (const name of names) {
+      const why = checkUploadPath(name);
+      if (why) {
+        throw new JthError(
+          ErrorCode.BAD_REQUEST,
+          `Cannot accept uploaded file "${name.slice(0, 80)}": it ${why}`,
+          {
+            status: 400,
+            hint: 'Upload files by paths relative to the entry file, inside its folder',
+          },
+        );
+      }
+    }
+    if (!input.files[entry]) {
+      throw new JthError(ErrorCode.BAD_REQUEST, `The upload has no entry file "${entry}"`, {
+        status: 400,
+        hint: 'Name the entry with "entry", and include it in "files"',
+      });
+    }
+    if (info?.upload === 'bundle' && (names.length !== 1 || !/\.m?js$/.test(entry))) {
       throw new JthError(
-        ErrorCode.LIMIT_EXCEEDED,
-        `You already have ${running} jobs running, your limit is ${concurrency}`,
+        ErrorCode.BAD_REQUEST,
+        `Runtime "${runtime}" takes one bundled module, not source files`,
         {
-          status: 429,
-          hint: 'Wait for a job to finish, or stop one with `jth stop ID`',
+          status: 400,
+          hint: 'Upload the bundle as "bundle" (jth invoke does this for you)',
         },
       );
     }
+    return entry;
+  }
+
+  async create(who: Principal, input: CreateJobInput): Promise<JobRecord> {
+    if (this.#closing) {
+      throw new JthError(ErrorCode.HOST_UNSUPPORTED, 'The server is shutting down', {
+        status: 503,
+        hint: 'Retry in a moment, against another node or once it is back',
+      });
+    }
+    const runtime = input.runtime ?? 'node';
+    const entry = this.#checkUpload(input, runtime);
     const limits = this.resolveLimits(who.user, input);
     const now = Date.now();
     const id = randomUUID();
     const spec: JobSpec = {
       id,
       user: who.user,
-      runtime: input.runtime ?? 'node',
+      runtime,
       limits,
       createdAt: now,
       ...(input.data ? { data: input.data } : {}),
       ...(input.request ? { request: input.request } : {}),
       ...(input.network ? { network: true } : {}),
       ...(input.artifacts ? { artifacts: input.artifacts } : {}),
+      ...(input.name ? { name: input.name } : {}),
+      ...(input.labels && Object.keys(input.labels).length ? { labels: input.labels } : {}),
+      ...(input.env && Object.keys(input.env).length ? { env: input.env } : {}),
+      ...(entry !== 'main.mjs' ? { entry } : {}),
+      ...(input.stopGraceMs !== undefined ? { stopGraceMs: input.stopGraceMs } : {}),
+      ...(input.retries ? { retries: input.retries } : {}),
+      attempt: 1,
     };
+    // Plugins judge the job before it takes a place in the queue: a job no node could run is a 4xx now,
+    // not an infra-error later.
+    await this.#driver.hookParallel('validate', [spec, { log: this.#log }]);
     const record: JobRecord = {
       id,
       user: who.user,
-      runtime: spec.runtime,
+      runtime,
       state: 'queued',
       createdAt: iso(now),
       limits,
       outputBytes: 0,
       ...(input.shape ? { shape: input.shape } : {}),
+      ...(spec.name ? { name: spec.name } : {}),
+      ...(spec.labels ? { labels: spec.labels } : {}),
+      ...(spec.env ? { envNames: Object.keys(spec.env) } : {}),
+      ...(input.secrets?.length ? { secretNames: [...new Set(input.secrets)] } : {}),
+      ...(input.stopGraceMs !== undefined ? { stopGraceMs: input.stopGraceMs } : {}),
+      ...(input.retries ? { retries: input.retries } : {}),
+      attempt: 1,
     };
-    const log = await JobLog.create(this.logPath(id), { capBytes: this.#config.settings.outputCap });
-    this.#store.insert(record);
-    this.#perUser.set(who.user, running + 1);
-    this.#bundles.set(id, input.bundle);
-    const jobLog = this.#log.child({ jobId: id, user: who.user });
+    const { concurrency } = this.limitsFor(who.user);
+    const admission = await this.#store.admit(
+      { record, input: { spec, files: input.files } },
+      { perUser: concurrency, total: this.#config.limits.total },
+    );
+    if (!admission.admitted) {
+      this.events.emit('refused', who.user, ErrorCode.LIMIT_EXCEEDED, admission.scope === 'user' ? 429 : 503);
+      throw admission.scope === 'user'
+        ? new JthError(
+            ErrorCode.LIMIT_EXCEEDED,
+            `You already have ${admission.unfinished} jobs queued or running, your limit is ${admission.limit}`,
+            { status: 429, hint: 'Wait for a job to finish, or stop one with `jth stop ID`' },
+          )
+        : new JthError(
+            ErrorCode.LIMIT_EXCEEDED,
+            `The server already has ${admission.unfinished} jobs queued or running, its limit is ${admission.limit}`,
+            { status: 503, hint: 'Retry in a moment' },
+          );
+    }
+    this.#log.child({ jobId: id, user: who.user }).info({ runtime, limits }, 'Job queued');
+    this.events.emit('queued', record);
+    this.kick();
+    return record;
+  }
+
+  /** Start claiming queued jobs (after start-up). */
+  resume(): void {
+    this.#paused = false;
+    this.kick();
+  }
+
+  /** Look for queued jobs now: after a submission, when a job ends, or when another node asks. */
+  kick(): void {
+    if (this.#paused || this.#closing) return;
+    if (this.#pumping) {
+      this.#again = true;
+      return;
+    }
+    this.#pumping = this.#pump()
+      .catch((err) => this.#log.error({ err }, 'Cannot claim queued jobs'))
+      .finally(() => {
+        this.#pumping = null;
+        if (this.#again) {
+          this.#again = false;
+          this.kick();
+        }
+      });
+  }
+
+  async #pump(): Promise<void> {
+    while (!this.#paused && !this.#closing) {
+      const free = this.#maxRunning - this.#active.size;
+      if (free <= 0) return;
+      const claimed = await this.#store.claim(this.node, free);
+      for (const job of claimed) await this.#start(job);
+      if (claimed.length < free) return;
+    }
+  }
+
+  /** Run one claimed job: its log, its files for the workspace step, its JobRun. */
+  async #start({ record, input }: ClaimedJob): Promise<void> {
+    const id = record.id;
+    const jobLog = this.#log.child({ jobId: id, user: record.user });
+    let log: JobLog;
+    let spec: JobSpec;
+    try {
+      log = await JobLog.create(this.logPath(id), { capBytes: this.#config.settings.outputCap });
+      const secrets = record.secretNames?.length
+        ? await this.#resolveSecrets(record.user, record.secretNames)
+        : undefined;
+      spec = { ...input.spec, ...(secrets ? { secrets } : {}) };
+    } catch (err) {
+      jobLog.error({ err }, 'Cannot start a claimed job');
+      await this.#failStart(
+        record,
+        `The job could not start: ${err instanceof Error ? err.message : String(err)}`,
+      );
+      return;
+    }
+    this.#files.set(id, input.files);
     const run = new JobRun({
       driver: this.#driver,
       job: spec,
@@ -201,26 +464,68 @@ export class JobManager {
       log: jobLog,
       onState: (change) => this.#onState(id, change, log),
     });
-    this.#active.set(id, { run, log });
-    jobLog.info({ runtime: spec.runtime, limits }, 'Job created');
+    this.#active.set(id, { run, log, user: record.user });
+    const pending = this.#pendingStops.get(id);
+    if (pending) {
+      this.#pendingStops.delete(id);
+      run.stop(pending.by, { graceMs: pending.graceMs });
+    }
+    jobLog.info({ runtime: spec.runtime, node: this.node }, 'Job started');
+    this.events.emit('started', record, run);
     void run.done
       .then(async (result) => {
-        const final = this.#store.get(id);
-        await log.finish({ ...final, outputBytes: log.fileBytes });
+        const final = { ...((await this.#store.get(id)) ?? record), outputBytes: log.fileBytes };
+        await log.finish(this.#redactor.record(final));
         jobLog.info({ state: result.state, reason: result.reason, usage: result.usage }, 'Job ended');
+        this.events.emit('ended', final, result);
       })
       .catch((err) => jobLog.error({ err }, 'Job finalisation failed'))
       .finally(() => {
-        this.#bundles.delete(id);
+        this.#files.delete(id);
         this.#active.delete(id);
-        const n = (this.#perUser.get(who.user) ?? 1) - 1;
-        if (n > 0) this.#perUser.set(who.user, n);
-        else this.#perUser.delete(who.user);
+        this.kick();
       });
-    return record;
   }
 
-  #onState(id: string, change: StateChange, log: JobLog): void {
+  async #resolveSecrets(user: string, names: readonly string[]): Promise<Record<string, string>> {
+    if (!this.#secrets) {
+      throw new JthError(ErrorCode.HOST_UNSUPPORTED, 'This server keeps no secrets', {
+        hint: 'Ask the operator to enable secrets',
+      });
+    }
+    return this.#secrets(user, names);
+  }
+
+  /** The result of a job that never ran. */
+  #unstarted(state: 'stopped' | 'infra-error', reason: string): Partial<JobRecord> {
+    const result: JobResult = {
+      state,
+      reason,
+      exitCode: null,
+      signal: null,
+      usage: {},
+      evidence: {},
+      artifacts: [],
+      notes: [],
+      ...(state === 'infra-error' ? { error: { code: ErrorCode.PLUGIN_ERROR, message: reason } } : {}),
+    };
+    return { state, endedAt: iso(Date.now()), result };
+  }
+
+  /** Give a job that ended without running a log holding only its end frame, so watchers finish too. */
+  async #seal(rec: JobRecord): Promise<JobRecord> {
+    await sealLog(this.logPath(rec.id), this.#redactor.record(rec)).catch((err) =>
+      this.#log.warn({ err, jobId: rec.id }, 'Cannot seal the log of a job that never ran'),
+    );
+    return rec;
+  }
+
+  /** A claimed job that could not start (e.g. its log or its secrets): infra-error. */
+  async #failStart(rec: JobRecord, reason: string): Promise<void> {
+    await this.#seal((await this.#store.update(rec.id, this.#unstarted('infra-error', reason))) ?? rec);
+  }
+
+  async #onState(id: string, change: StateChange, log: JobLog): Promise<void> {
     const patch: Partial<JobRecord> = { state: change.state, outputBytes: log.fileBytes };
     if (change.state === 'running') patch.startedAt = iso(change.at);
     if (change.pid !== undefined) patch.pid = change.pid;
@@ -228,25 +533,45 @@ export class JobManager {
       patch.endedAt = iso(change.at);
       if (change.result) patch.result = change.result;
     }
-    this.#store.update(id, patch);
+    await this.#store.update(id, patch);
+    this.events.emit('state', id, change);
   }
 
-  /** A job as `who` may see it; a foreign job is indistinguishable from a missing one. */
-  get(who: Principal, id: string): JobRecord {
-    const rec = this.#store.get(id);
-    if (!rec || (rec.user !== who.user && who.role !== 'admin')) {
-      throw new JthError(ErrorCode.NOT_FOUND, `No job "${id}"`, {
-        status: 404,
-        hint: 'List your jobs with `jth jobs`',
+  /**
+   * A job as `who` may see it, by id or by a unique prefix of its id (at least 4 characters). A foreign
+   * job is indistinguishable from a missing one; a prefix of several jobs is refused with their ids.
+   */
+  async get(who: Principal, idOrPrefix: string): Promise<JobRecord> {
+    const mine = (r: JobRecord | null) => r && (r.user === who.user || who.role === 'admin');
+    const exact = await this.#store.get(idOrPrefix);
+    let rec = mine(exact) ? exact : null;
+    if (!rec && /^[0-9a-f-]{4,35}$/i.test(idOrPrefix)) {
+      const ids = await this.#store.findByPrefix(idOrPrefix.toLowerCase(), {
+        ...(who.role === 'admin' ? {} : { user: who.user }),
+        limit: 6,
       });
+      if (ids.length > 1) {
+        throw new JthError(
+          ErrorCode.BAD_REQUEST,
+          `The id prefix "${idOrPrefix}" matches ${ids.length > 5 ? 'more than 5' : ids.length} jobs: ${ids.slice(0, 5).join(', ')}`,
+          { status: 400, hint: 'Give more characters of the id' },
+        );
+      }
+      if (ids.length === 1) rec = await this.#store.get(ids[0]!);
     }
-    const active = this.#active.get(id);
+    if (!rec) throw notFound(idOrPrefix);
+    const active = this.#active.get(rec.id);
     return active && !isTerminal(rec.state) ? { ...rec, outputBytes: active.log.fileBytes } : rec;
   }
 
-  list(who: Principal, options: { all?: boolean; limit?: number } = {}): JobRecord[] {
-    const everyone = who.role === 'admin' && options.all;
-    return this.#store.list({ ...(everyone ? {} : { user: who.user }), limit: options.limit ?? 100 });
+  async list(who: Principal, options: ListFilter & { all?: boolean } = {}): Promise<JobRecord[]> {
+    const { all, ...filter } = options;
+    const everyone = who.role === 'admin' && all;
+    return this.#store.list({
+      ...filter,
+      ...(everyone ? {} : { user: who.user }),
+      limit: filter.limit ?? 100,
+    });
   }
 
   /**
@@ -262,9 +587,11 @@ export class JobManager {
       const file = path.join(this.#paths.logs, name);
       try {
         if (statSync(file).mtimeMs >= cutoff) continue;
-        const rec = this.#store.get(id);
+        const rec = await this.#store.get(id);
         if (rec && !isTerminal(rec.state)) continue;
         await rm(file, { force: true });
+        if (rec)
+          await this.#store.update(id, { outputRemoved: { reason: 'retention', at: iso(Date.now()) } });
         removed.push(id);
       } catch {
         // Gone meanwhile.
@@ -275,11 +602,29 @@ export class JobManager {
     return removed;
   }
 
-  /** Stop a job. Idempotent: stopping a finished job returns its record unchanged. */
-  stop(who: Principal, id: string): JobRecord {
-    const rec = this.get(who, id);
-    this.#active.get(id)?.run.stop(who.user);
-    return rec;
+  /**
+   * Stop a job: SIGTERM, then SIGKILL after its grace (`graceMs`, else the job's own, else 5 s). A queued
+   * job ends at once. Idempotent: stopping a finished job returns its record unchanged.
+   */
+  async stop(who: Principal, idOrPrefix: string, options: { graceMs?: number } = {}): Promise<JobRecord> {
+    const rec = await this.get(who, idOrPrefix);
+    if (isTerminal(rec.state)) return rec;
+    const graceMs = options.graceMs ?? rec.stopGraceMs ?? DEFAULT_STOP_GRACE_MS;
+    const active = this.#active.get(rec.id);
+    if (active) {
+      active.run.stop(who.user, { graceMs });
+      return rec;
+    }
+    if (rec.state === 'queued' && !rec.node) {
+      const patch = this.#unstarted('stopped', `Stopped by ${who.user} before it started`);
+      const ended = await this.#store.cancelQueued(rec.id, patch);
+      if (ended) return this.#seal(ended);
+    }
+    // Claimed by this node and about to start: it stops as soon as it does.
+    if (rec.node === this.node) this.#pendingStops.set(rec.id, { by: who.user, graceMs });
+    return (
+      (await this.#store.update(rec.id, { stopRequested: { by: who.user, at: iso(Date.now()) } })) ?? rec
+    );
   }
 
   /** Wait for a job's end (tests and shutdown). */
@@ -287,27 +632,30 @@ export class JobManager {
     await this.#active.get(id)?.run.done;
   }
 
-  /** Stop every job and wait for their teardown. */
-  async stopAll(by: string): Promise<void> {
+  /** Refuse new jobs, stop every running one with `graceMs`, and wait for their teardown. */
+  async stopAll(by: string, options: { graceMs?: number } = {}): Promise<void> {
+    this.#closing = true;
+    await this.#pumping;
     const runs = [...this.#active.values()].map((a) => a.run);
-    for (const r of runs) r.stop(by);
+    for (const r of runs) r.stop(by, { graceMs: options.graceMs ?? DEFAULT_STOP_GRACE_MS });
     await Promise.allSettled(runs.map((r) => r.done));
   }
 
   /**
-   * Crash reconcile, before plugins start: jobs recorded as unfinished were orphaned by a crash.
-   * Mark them infra-error, seal their logs, and clear their job dirs (unmounting what is left).
-   * A second run finds nothing to do.
+   * Crash reconcile, before plugins start: this node's jobs recorded as unfinished were orphaned by a
+   * previous server process. Mark them infra-error, seal their logs, and clear their job dirs (unmounting
+   * what is left). Jobs still queued for any node stay queued. A second run finds nothing to do. Returns
+   * the orphaned ids, for the plugins' own reconcile.
    */
-  async reconcile(): Promise<{ orphaned: string[] }> {
-    const orphaned: string[] = [];
-    for (const rec of this.#store.unfinished()) {
+  async reconcile(): Promise<Set<string>> {
+    const orphaned = new Set<string>();
+    const reason =
+      'The server stopped while the job was in flight (crash or restart); it was cleaned up at start-up';
+    for (const rec of await this.#store.unfinished({ node: this.node })) {
       if (this.#active.has(rec.id)) continue;
-      orphaned.push(rec.id);
-      const reason =
-        'The server stopped while the job was in flight (crash or restart); it was cleaned up at start-up';
-      const result = {
-        state: 'infra-error' as const,
+      orphaned.add(rec.id);
+      const result: JobResult = {
+        state: 'infra-error',
         reason,
         exitCode: null,
         signal: null,
@@ -317,14 +665,19 @@ export class JobManager {
         notes: [],
         error: { code: ErrorCode.PLUGIN_ERROR, message: reason },
       };
-      const next = this.#store.update(rec.id, { state: 'infra-error', endedAt: iso(Date.now()), result });
-      await sealLog(this.logPath(rec.id), next ?? {}).catch((err) =>
+      const next = await this.#store.update(rec.id, {
+        state: 'infra-error',
+        endedAt: iso(Date.now()),
+        result,
+      });
+      await sealLog(this.logPath(rec.id), this.#redactor.record(next ?? rec)).catch((err) =>
         this.#log.warn({ err, jobId: rec.id }, 'Could not seal the log of an orphaned job'),
       );
     }
     await this.#sweepJobDirs();
-    if (orphaned.length) this.#log.warn({ orphaned }, 'Reconciled jobs orphaned by a previous server');
-    return { orphaned };
+    if (orphaned.size)
+      this.#log.warn({ orphaned: [...orphaned] }, 'Reconciled jobs orphaned by a previous server');
+    return orphaned;
   }
 
   /** Unmount anything left under the jobs dir (deepest first), then remove job dirs no live job owns. */
@@ -336,11 +689,14 @@ export class JobManager {
       .filter((m): m is string => !!m && m.startsWith(root))
       .map((m) => m.replace(/\\040/g, ' '))
       .sort((a, b) => b.length - a.length);
-    const { spawnSync } = await import('node:child_process');
-    for (const m of mounts) {
-      const r = spawnSync('umount', [m], { encoding: 'utf8' });
-      if (r.status !== 0) spawnSync('umount', ['-l', m]);
-      this.#log.warn({ mount: m }, 'Unmounted a mount left by a previous server');
+    if (mounts.length) {
+      const { execFile } = await import('node:child_process');
+      const umount = (args: string[]) =>
+        new Promise<boolean>((resolve) => execFile('umount', args, (err) => resolve(!err)));
+      for (const m of mounts) {
+        if (!(await umount([m]))) await umount(['-l', m]);
+        this.#log.warn({ mount: m }, 'Unmounted a mount left by a previous server');
+      }
     }
     for (const name of readdirSync(this.#paths.jobs)) {
       if (this.#active.has(name)) continue;

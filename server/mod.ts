@@ -1,25 +1,33 @@
 /**
  * @module
- * `jth server`: load the config (or embedded defaults), make dev certificates on first run, reconcile
- * after a crash, start every plugin, and serve the API over mutual TLS (TLS 1.3 only).
+ * `jth server`. Start-up runs in an order that keeps two servers, or a failed start, from harming
+ * anyone: load the config; lock the state dir (a second server on it stops here, having touched
+ * nothing); make dev certificates on first run; bind the port (answering 503 until ready: a port in use
+ * stops the server here, still before any reconcile); open the store; reconcile what a previous process
+ * of this node left; start every plugin (a failure closes those already started, then everything else);
+ * probe every runtime through the real sandbox; then serve the API over mutual TLS (TLS 1.3 only) and
+ * start claiming queued jobs. Shutdown drains running jobs with SIGTERM and the configured grace.
  */
-import { closeSync, createReadStream } from 'node:fs';
-import { createServer, type Server } from 'node:https';
+import { closeSync, createReadStream, mkdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import { Readable } from 'node:stream';
 import { getRequestListener } from '@hono/node-server';
 import { PluginDriver } from '../core/driver.ts';
 import { ErrorCode, JthError, wrapPluginError } from '../core/errors.ts';
 import type { Logger, Plugin } from '../core/types.ts';
-import { ensureDevPki, tlsServerOptions } from '../plugins/auth-mtls/pki.ts';
 import { resolveArtifact } from '../plugins/artifacts-fs/mod.ts';
+import { ensureDevPki, tlsServerOptions } from '../plugins/auth-mtls/pki.ts';
 import { inheritableFds } from '../plugins/isolation-chroot/_host.ts';
 import { createApp } from './app.ts';
 import { type LoadedConfig, loadConfig } from './config.ts';
-import { defaultPlugins, probeHost } from './host.ts';
-import { JobManager, statePaths, workspacePlugin } from './jobs.ts';
+import { defaultPlugins, probeHost, sandboxMissing } from './host.ts';
+import { JobManager, policyPlugin, statePaths, workspacePlugin } from './jobs.ts';
+import { createListener } from './listen.ts';
+import { lockStateDir } from './lock.ts';
 import { createLogger } from './log.ts';
-import { openSqliteStore } from './store.ts';
+import { probeRuntimes } from './probe.ts';
+import { Redactor } from './public.ts';
+import { openStore } from './store/mod.ts';
 
 export interface StartOptions {
   configPath?: string;
@@ -46,6 +54,20 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** jth's version, from its package.json. */
+export const VERSION: string = (() => {
+  for (const rel of ['../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as {
+        name?: string;
+        version?: string;
+      };
+      if (pkg.name === 'jth' && pkg.version) return pkg.version;
+    } catch {}
+  }
+  return '0.0.0';
+})();
+
 /**
  * Node and libuv open every fd close-on-exec, so an fd above 2 without it was inherited from whoever
  * started the server. Jobs would inherit it through setpriv and bwrap, which close nothing; close it.
@@ -59,6 +81,23 @@ export function closeInheritedFds(log: Logger): void {
     } catch {}
   }
   if (fds.length) log.info({ fds }, 'Closed fds inherited from the parent, so jobs cannot inherit them');
+}
+
+/** Refuse a plugin set that runs jobs on the host unsandboxed, unless the config says so explicitly. */
+function checkSandbox(config: LoadedConfig, plugins: readonly Plugin[]): void {
+  if (plugins.some((p) => p.provides?.sandbox) || config.allowUnsandboxed) return;
+  const why = sandboxMissing(probeHost());
+  throw new JthError(
+    ErrorCode.CONFIG_INVALID,
+    `Cannot start: no plugin sandboxes jobs, so they would run directly on the host as ${
+      process.getuid?.() === 0 ? 'root' : 'the server user'
+    }${why ? `; here ${why}` : ''}`,
+    {
+      hint: why
+        ? 'Fix that and use isolation-chroot, or (dangerous) set allowUnsandboxed: true in the config'
+        : 'Add isolation-chroot to plugins, or (dangerous) set allowUnsandboxed: true in the config',
+    },
+  );
 }
 
 export async function startServer(options: StartOptions = {}): Promise<RunningServer> {
@@ -78,120 +117,135 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   const host = options.host ?? settings.host;
   for (const note of notes) log.warn({ note }, note);
 
-  if (settings.devPki) {
-    await ensureDevPki({
-      dir: settings.pkiDir,
-      hosts: ['localhost', os.hostname()],
-      ips: ['127.0.0.1', '::1', ...(host !== '0.0.0.0' && host !== '127.0.0.1' ? [host] : [])],
-      users: [{ user: 'dev', role: 'admin' }],
-    });
-  }
-  const tls = await tlsServerOptions({ dir: settings.pkiDir });
-
-  const store = openSqliteStore(settings.stateDir);
-  const bundles = new Map<string, string>();
-  const driver = new PluginDriver([workspacePlugin(bundles), ...config.plugins], {
-    hookTimeoutMs: settings.hookTimeout,
-  });
-  const jobs = new JobManager({ config, driver, store, log, bundles });
-
-  // Crash reconcile: orphaned jobs become infra-error first, then plugins clear their own leftovers.
-  await jobs.reconcile();
-  await jobs.gcLogs(settings.logRetention);
-  const logGc = setInterval(() => void jobs.gcLogs(settings.logRetention).catch(() => {}), 3_600_000);
-  logGc.unref();
-  const started: Plugin[] = [];
+  // Undo stack of start-up: whatever was taken is given back, in reverse, if a later step fails.
+  const undo: Array<() => unknown> = [];
+  const unwind = async () => {
+    for (const u of undo.reverse())
+      await Promise.resolve()
+        .then(u)
+        .catch(() => {});
+  };
   try {
+    mkdirSync(settings.stateDir, { recursive: true, mode: 0o711 });
+    const lock = lockStateDir(settings.stateDir);
+    undo.push(() => lock.release());
+
+    if (settings.devPki) {
+      await ensureDevPki({
+        dir: settings.pkiDir,
+        hosts: ['localhost', os.hostname()],
+        ips: ['127.0.0.1', '::1', ...(host !== '0.0.0.0' && host !== '127.0.0.1' ? [host] : [])],
+        users: [{ user: 'dev', role: 'admin' }],
+      });
+    }
+    const listener = createListener({
+      tls: tlsServerOptions({ dir: settings.pkiDir }),
+      requestTimeoutMs: settings.requestTimeout,
+      headersTimeoutMs: settings.headersTimeout,
+      handshakeTimeoutMs: settings.handshakeTimeout,
+      maxConnectionsPerAddress: settings.maxConnectionsPerAddress,
+      log,
+    });
+    const boundPort = await listener.listen(options.port ?? settings.port, host);
+    undo.push(() => listener.close());
+
+    const store = await openStore({ stateDir: settings.stateDir });
+    undo.push(() => store.close());
+    checkSandbox(config, config.plugins);
+
+    const files = new Map<string, Record<string, Uint8Array>>();
+    const driver = new PluginDriver(
+      [workspacePlugin(files), ...config.plugins, policyPlugin(config.plugins)],
+      {
+        hookTimeoutMs: settings.hookTimeout,
+      },
+    );
+    const redactor = new Redactor([settings.stateDir, settings.pkiDir]);
+    const jobs = new JobManager({
+      config,
+      driver,
+      store,
+      log,
+      files,
+      redactor,
+      node: settings.node ?? os.hostname(),
+      maxRunning: settings.maxRunning,
+    });
+
+    // Crash reconcile: this node's orphaned jobs become infra-error first, then plugins clear their own
+    // leftovers, told which jobs those were.
+    const orphanedJobs = await jobs.reconcile();
+    await jobs.gcLogs(settings.logRetention);
+    const logGc = setInterval(() => void jobs.gcLogs(settings.logRetention).catch(() => {}), 3_600_000);
+    logGc.unref();
+    undo.push(() => clearInterval(logGc));
     for (const plugin of driver.plugins) {
       try {
         await plugin.start?.({
           log: log.child({ plugin: plugin.name }),
           stateDir: settings.stateDir,
           runningJobs: new Set(),
+          orphanedJobs,
         });
       } catch (err) {
         throw wrapPluginError(err, plugin.name, 'start');
       }
-      started.push(plugin);
+      undo.push(() => plugin.close?.());
     }
+    if (settings.probeRuntimes) {
+      const runtimes = driver.with('execute').flatMap((p) => p.runtimes ?? []);
+      await probeRuntimes({ driver, runtimes, jobsDir: statePaths(settings.stateDir).jobs, files, log });
+    }
+
+    const artifactsDir = statePaths(settings.stateDir).artifacts;
+    const app = createApp({
+      driver,
+      jobs,
+      log,
+      redactor,
+      version: VERSION,
+      bodyLimitBytes: settings.bodyLimit,
+      maxWatchersPerUser: settings.maxWatchersPerUser,
+      async openArtifact(location) {
+        const file = await resolveArtifact(location, artifactsDir);
+        return Readable.toWeb(createReadStream('', { fd: file.fd })) as ReadableStream<Uint8Array>;
+      },
+    });
+    listener.serve(getRequestListener(app.fetch));
+    jobs.resume();
+    const url = `https://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
+    log.info(
+      { url, stateDir: settings.stateDir, node: jobs.node, plugins: driver.plugins.map((p) => p.name) },
+      'jth server listening',
+    );
+
+    let closing: Promise<void> | null = null;
+    return {
+      url,
+      port: boundPort,
+      config,
+      jobs,
+      notes,
+      close() {
+        closing ??= (async () => {
+          await listener.close();
+          await jobs.stopAll('server shutdown', { graceMs: settings.shutdownGrace });
+          // Plugins close in reverse, then the store, then the lock: the undo stack minus the listener.
+          for (const p of [...driver.plugins].reverse()) {
+            await Promise.resolve(p.close?.()).catch((err) =>
+              log.error({ err, plugin: p.name }, 'Plugin close failed'),
+            );
+          }
+          clearInterval(logGc);
+          await store.close();
+          lock.release();
+          log.info({}, 'jth server stopped');
+        })();
+        return closing;
+      },
+    };
   } catch (err) {
-    for (const p of started.reverse()) await Promise.resolve(p.close?.()).catch(() => {});
-    store.close();
+    await unwind();
     throw err;
   }
-
-  const artifactsDir = statePaths(settings.stateDir).artifacts;
-  const app = createApp({
-    driver,
-    jobs,
-    log,
-    bodyLimitBytes: settings.bodyLimit,
-    maxWatchersPerUser: settings.maxWatchersPerUser,
-    async openArtifact(location) {
-      const file = await resolveArtifact(location, artifactsDir);
-      return Readable.toWeb(createReadStream('', { fd: file.fd })) as ReadableStream<Uint8Array>;
-    },
-  });
-
-  const server: Server = createServer(
-    {
-      ...tls,
-      requestTimeout: settings.requestTimeout,
-      headersTimeout: settings.headersTimeout,
-      keepAliveTimeout: 5_000,
-    },
-    getRequestListener(app.fetch),
-  );
-  // Watching a long job's output is a long response: the request timeout bounds receiving the
-  // request only, and idle sockets are closed by keepAliveTimeout.
-  server.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake refused'));
-  const port = options.port ?? settings.port;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(
-        new JthError(ErrorCode.CONFIG_INVALID, `Cannot listen on ${host}:${port}: ${err.message}`, {
-          hint:
-            err.code === 'EADDRINUSE'
-              ? 'Another process uses the port; set server.port or stop it'
-              : undefined,
-          cause: err,
-        }),
-      ),
-    );
-    server.listen(port, host, resolve);
-  });
-  const addr = server.address();
-  const boundPort = typeof addr === 'object' && addr ? addr.port : port;
-  const url = `https://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
-  log.info(
-    { url, stateDir: settings.stateDir, plugins: driver.plugins.map((p) => p.name) },
-    'jth server listening',
-  );
-
-  let closing: Promise<void> | null = null;
-  return {
-    url,
-    port: boundPort,
-    config,
-    jobs,
-    notes,
-    close() {
-      closing ??= (async () => {
-        await new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
-        });
-        clearInterval(logGc);
-        await jobs.stopAll('server shutdown');
-        for (const p of [...driver.plugins].reverse()) {
-          await Promise.resolve(p.close?.()).catch((err) =>
-            log.error({ err, plugin: p.name }, 'Plugin close failed'),
-          );
-        }
-        store.close();
-        log.info({}, 'jth server stopped');
-      })();
-      return closing;
-    },
-  };
 }

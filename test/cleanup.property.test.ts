@@ -139,7 +139,12 @@ async function runScenario(s: Scenario) {
   });
 
   const driver = new PluginDriver(
-    [workspacePlugin(new Map([[id, 'export {}']])), ...temp, executor, artifacts],
+    [
+      workspacePlugin(new Map([[id, { 'main.mjs': new TextEncoder().encode('export {}') }]])),
+      ...temp,
+      executor,
+      artifacts,
+    ],
     {
       hookTimeoutMs: 10_000,
     },

@@ -4,7 +4,8 @@
  * must be offered the cpu, memory and pids controllers (io is optional). The refusal says what to change.
  */
 import { statfs } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { createHash } from 'node:crypto';
+import { dirname, resolve } from 'node:path';
 import { ErrorCode, JthError } from '../../core/errors.ts';
 import { errnoCode } from './_fs.ts';
 import { availableControllers } from './tree.ts';
@@ -29,11 +30,24 @@ export async function isCgroup2(path: string): Promise<boolean> {
   }
 }
 
-/** The default root: under the cgroup2 mount, `/sys/fs/cgroup` on a v2 host, its `unified` part on a hybrid one. */
-export async function defaultRoot(): Promise<string> {
-  if (await isCgroup2('/sys/fs/cgroup')) return '/sys/fs/cgroup/jth.slice';
-  if (await isCgroup2('/sys/fs/cgroup/unified')) return '/sys/fs/cgroup/unified/jth.slice';
-  return '/sys/fs/cgroup/jth.slice';
+/**
+ * The slice of one state dir: `jth-<first 12 hex of sha256(absolute state dir)>.slice`. Derived from the
+ * absolute path in every case, so two servers (two state dirs) never share a cgroup tree, whatever the
+ * folder they were started from.
+ */
+export function cgroupSliceName(stateDir: string): string {
+  return `jth-${createHash('sha256').update(resolve(stateDir)).digest('hex').slice(0, 12)}.slice`;
+}
+
+/**
+ * The default root of a server whose state dir is `stateDir`: its own slice under the cgroup2 mount,
+ * `/sys/fs/cgroup` on a v2 host, its `unified` part on a hybrid one.
+ */
+export async function defaultRoot(stateDir: string): Promise<string> {
+  const slice = cgroupSliceName(stateDir);
+  if (await isCgroup2('/sys/fs/cgroup')) return `/sys/fs/cgroup/${slice}`;
+  if (await isCgroup2('/sys/fs/cgroup/unified')) return `/sys/fs/cgroup/unified/${slice}`;
+  return `/sys/fs/cgroup/${slice}`;
 }
 
 /** What the host offers at the root. */

@@ -80,7 +80,7 @@ export interface UserTotals {
 export interface CgroupPluginOptions {
   /**
    * The cgroup under which jth makes its tree. It must be on cgroup2 and ours to manage.
-   * @default '/sys/fs/cgroup/jth.slice' on a cgroup v2 host ('/sys/fs/cgroup/unified/jth.slice' on a hybrid one)
+   * @default `/sys/fs/cgroup/jth-<hash of the state dir>.slice` (`/sys/fs/cgroup/unified/...` on a hybrid host)
    */
   root?: string;
   /**
@@ -221,7 +221,7 @@ export default definePlugin<CgroupPluginOptions>({
     let reconciled = false;
 
     async function prepare(log: Logger): Promise<Ready> {
-      const root = opts.root ?? (await defaultRoot());
+      const root = opts.root ?? (await defaultRoot(setup.stateDir));
       await assertCgroup2(root);
       let created: boolean;
       try {
@@ -314,6 +314,7 @@ export default definePlugin<CgroupPluginOptions>({
       name: PLUGIN_NAME,
       apiVersion: 1,
       enforce: 'pre',
+      provides: { limits: opts.enforceLimits },
 
       async start(ctx: StartContext) {
         const { root } = await getReady(ctx.log);

@@ -159,6 +159,15 @@ function hostRootEntries(): RootEntry[] {
   return out;
 }
 
+function networkRefused(hook: 'validate' | 'isolate'): JthError {
+  return new JthError(ErrorCode.BAD_REQUEST, 'This server does not allow jobs to use the network', {
+    plugin: NAME,
+    hook,
+    status: 403,
+    hint: 'Submit the job without --network, or ask the operator to set the network option of isolation-chroot',
+  });
+}
+
 function hostError(message: string, hint: string, cause?: unknown): JthError {
   return new JthError(ErrorCode.HOST_UNSUPPORTED, message, { plugin: NAME, hook: 'isolate', hint, cause });
 }
@@ -245,6 +254,12 @@ export default definePlugin<IsolationChrootOptions>({
     return {
       name: NAME,
       apiVersion: 1,
+      provides: { sandbox: true },
+
+      /** A job asking for the network where none is allowed is refused at submission, not at run time. */
+      validate(job) {
+        if (job.network && !opts.network) throw networkRefused('validate');
+      },
 
       close() {
         // The mount helper shell goes with the server; a later job would start a new one.
@@ -330,14 +345,7 @@ export default definePlugin<IsolationChrootOptions>({
 
       isolate: async function isolateChroot(ctx: IsolateContext): Promise<void> {
         const { job, plan, log } = ctx;
-        if (job.network && !opts.network) {
-          throw new JthError(ErrorCode.BAD_REQUEST, 'This server does not allow jobs to use the network', {
-            plugin: NAME,
-            hook: 'isolate',
-            status: 403,
-            hint: 'Submit the job without network access, or ask the operator to enable it',
-          });
-        }
+        if (job.network && !opts.network) throw networkRefused('isolate');
         const s: Scratch = {};
         ctx.scratch.set(NAME, s);
 

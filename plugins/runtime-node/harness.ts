@@ -210,6 +210,11 @@ async function main(): Promise<void> {
       out = await (entry as (input: unknown, ctx: unknown) => unknown)(parseInput(data), ctx);
     }
     result = isResponse(out) ? await responseResult(out) : valueResult(out);
+    // A result the harness refused (e.g. too large) is the function's failure: say so, and exit non-zero.
+    if ((result as { kind?: string }).kind === 'error') {
+      console.error((result as { error: { message: string } }).error.message);
+      code = 1;
+    }
   } catch (err) {
     console.error(err);
     result = errorResult(err);

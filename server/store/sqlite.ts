@@ -151,7 +151,7 @@ export function openSqliteStore(stateDir: string): JobStore {
 
   const cancelQueued = db.transaction((id: string, patch: Partial<JobRecord>): JobRecord | null => {
     const cur = get(id);
-    if (!cur || cur.state !== 'queued' || cur.node) return null;
+    if (cur?.state !== 'queued' || cur.node) return null;
     const next = { ...cur, ...patch };
     write(next);
     return next;

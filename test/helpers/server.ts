@@ -10,7 +10,7 @@ import { build } from 'esbuild';
 import { issueClient } from '../../plugins/auth-mtls/pki.ts';
 import { type Frame, FrameDecoder, FrameType } from '../../server/frames.ts';
 import { type RunningServer, type StartOptions, startServer } from '../../server/mod.ts';
-import type { JobRecord } from '../../server/store.ts';
+import type { JobRecord } from '../../server/store/types.ts';
 import { silentLogger } from '../../core/log.ts';
 
 export interface Identity {
