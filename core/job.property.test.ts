@@ -79,6 +79,7 @@ async function runScenario(s: Scenario) {
   const stages: Record<HookName, number> = {
     authenticate: -1,
     validate: -1,
+    prestart: -1,
     isolate: 0,
     execute: 1,
     collect: 2,

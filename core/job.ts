@@ -38,11 +38,32 @@ export interface StateChange {
   result?: JobResult;
 }
 
+/** A resource's undo, as `defer` registered it. */
+export interface Undo {
+  plugin: string;
+  label: string;
+  fn: () => unknown;
+}
+
+/** A sandbox that `prestart` hooks made for a job's shape, handed to the one job that claims it. */
+export interface Prestarted {
+  id: string;
+  plan: LaunchPlan;
+  scratch: JobScratch;
+  /** Undos in registration order; the job's teardown runs them after its own, in reverse. */
+  undos: Undo[];
+}
+
 export interface RunJobOptions {
   driver: PluginDriver;
   job: JobSpec;
   /** The job's private host directory (created and removed by an isolate step, not by core). */
   jobDir: string;
+  /**
+   * A pre-started sandbox for this job's shape: the job adopts its plan, scratch and undos, and the
+   * isolate hooks run with `prestarted` set. It serves this job only (see `core/pool.ts`).
+   */
+  prestarted?: Prestarted;
   output: OutputSink;
   log: Logger;
   /** Called after every state change, e.g. to persist it. Failures are logged, never fatal. */
@@ -51,14 +72,8 @@ export interface RunJobOptions {
   startAllowanceMs?: number;
 }
 
-interface Undo {
-  plugin: string;
-  label: string;
-  fn: () => unknown;
-}
-
 /** Plain per-job scratch space, shared by a plugin's own hooks. */
-function createScratch(): JobScratch {
+export function createScratch(): JobScratch {
   const map = new Map<string, unknown>();
   return {
     get: <T>(key: string) => map.get(key) as T | undefined,
@@ -154,8 +169,8 @@ export class JobRun {
   readonly done: Promise<JobResult>;
   readonly #o: RunJobOptions;
   readonly #abort = new AbortController();
-  readonly #undos: Undo[] = [];
-  readonly #scratch = createScratch();
+  readonly #undos: Undo[];
+  readonly #scratch: JobScratch;
   #tornDown = false;
   #lateUndos: Promise<unknown>[] = [];
   #lateErrors: unknown[] = [];
@@ -163,6 +178,8 @@ export class JobRun {
   constructor(options: RunJobOptions) {
     this.#o = options;
     this.job = options.job;
+    this.#undos = options.prestarted ? [...options.prestarted.undos] : [];
+    this.#scratch = options.prestarted?.scratch ?? createScratch();
     this.done = this.#run();
   }
 
@@ -243,13 +260,19 @@ export class JobRun {
     const since = (t: number) => Math.round((performance.now() - t) * 10) / 10;
     try {
       await this.#move('starting');
-      plan = createPlan(this.#o.jobDir);
+      const prestarted = this.#o.prestarted;
+      plan = prestarted?.plan ?? createPlan(this.#o.jobDir);
       let t = performance.now();
       const isolatePlan = plan;
       await driver.hookSeq(
         'isolate',
         (plugin) => [
-          { ...base, plan: isolatePlan, defer: (fn, label) => this.#defer(plugin.name, fn, label) },
+          {
+            ...base,
+            plan: isolatePlan,
+            defer: (fn, label) => this.#defer(plugin.name, fn, label),
+            ...(prestarted ? { prestarted: true } : {}),
+          },
         ],
         { shouldStop: () => signal.aborted },
       );

@@ -9,5 +9,6 @@ export * from './launch.ts';
 export * from './driver.ts';
 export * from './lifecycle.ts';
 export * from './job.ts';
+export * from './pool.ts';
 export * from './plugins.ts';
 export * from './log.ts';

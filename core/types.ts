@@ -8,8 +8,18 @@
 /** The API version that this core speaks. A plugin declares the version it was written against. */
 export const API_VERSION = 1 as const;
 
-/** The job hooks: the five of a job's run, and `validate`, which judges a job before it is accepted. */
-export type HookName = 'authenticate' | 'validate' | 'isolate' | 'execute' | 'collect' | 'cleanup';
+/**
+ * The job hooks: the five of a job's run; `validate`, which judges a job before it is accepted; and
+ * `prestart`, which takes a job's resources ahead of time for a pool of pre-started sandboxes.
+ */
+export type HookName =
+  | 'authenticate'
+  | 'validate'
+  | 'prestart'
+  | 'isolate'
+  | 'execute'
+  | 'collect'
+  | 'cleanup';
 
 /**
  * How a hook is run by the driver.
@@ -24,6 +34,7 @@ export type HookSemantic = 'first' | 'sequential' | 'parallel' | 'teardown';
 export const HOOK_SEMANTICS = {
   authenticate: 'first',
   validate: 'parallel',
+  prestart: 'sequential',
   isolate: 'sequential',
   execute: 'first',
   collect: 'parallel',
@@ -158,6 +169,11 @@ export type JobState = 'queued' | 'starting' | 'running' | TerminalState;
 export interface JobUsage {
   cpuUsec?: number;
   memoryPeakBytes?: number;
+  /**
+   * For a job that ran in a pre-started sandbox: memory its runtime had charged to the pool before the
+   * job claimed it (included in `memoryPeakBytes`, and taken off the job's own memory limit).
+   */
+  memoryPrechargedBytes?: number;
   pidsPeak?: number;
   ioReadBytes?: number;
   ioWriteBytes?: number;
@@ -316,6 +332,48 @@ export interface IsolateContext extends JobContext {
   plan: LaunchPlan;
   /** Register the undo of a resource right after taking it. Undos run once, in reverse order. */
   defer(undo: () => unknown | Promise<unknown>, label?: string): void;
+  /**
+   * True when the job claimed a sandbox that `prestart` hooks made for its shape: the plan, the scratch
+   * and the undos registered so far are the sandbox's, its process waits for the job, and each plugin
+   * takes only the job's own steps (e.g. move the sandbox into the job's cgroup, write the job's files)
+   * before any user code runs. Only plugins that implement `prestart` ever see it true.
+   */
+  prestarted?: boolean;
+}
+
+/**
+ * What a pre-started sandbox must match to serve a job: the pool keeps sandboxes per shape, and a job
+ * whose shape has none ready takes the cold path.
+ */
+export interface JobShape {
+  runtime: string;
+  network: boolean;
+  /** Size cap of the writable work dir, in bytes (`limits.diskBytes`). */
+  diskBytes: number;
+}
+
+/**
+ * Context of the `prestart` hook: like {@link IsolateContext}, for a sandbox that will serve one job of
+ * `shape`, not yet known. Take only what does not depend on the job (its user, id, limits or input);
+ * the `isolate` hook finishes the work at claim, with `ctx.prestarted` set.
+ */
+export interface PrestartContext {
+  shape: JobShape;
+  /** The sandbox's own id (its job dir and cgroup are named by it; the job's id comes at claim). */
+  id: string;
+  plan: LaunchPlan;
+  log: Logger;
+  /** Per-sandbox scratch, handed to the job that claims it. */
+  scratch: JobScratch;
+  /** Aborted when the pool closes while the sandbox is being made. */
+  signal: AbortSignal;
+  /** Register the undo of a resource; undos run when the job that claims the sandbox is torn down. */
+  defer(undo: () => unknown | Promise<unknown>, label?: string): void;
+  /**
+   * Tell the pool the sandbox died while waiting for a job (its runtime exited, say): it is torn down
+   * and replaced. Ignored once a job has claimed it; the job's own hooks see the loss then.
+   */
+  lost(reason: string): void;
 }
 
 /** Where a job's output goes. Writes are ordered per call; the sink keeps what it needs. */
@@ -398,6 +456,12 @@ export interface Plugin {
    * at once; the job is refused with the first failure. Must not take resources.
    */
   validate?(job: JobSpec, ctx: { log: Logger }): Awaitable<void>;
+  /**
+   * Take this plugin's part of a sandbox ahead of any job, for a pool of pre-started sandboxes (see
+   * {@link PrestartContext}). A runtime's `prestart` starts its process, which waits for its job. The
+   * pool serves a shape only when every plugin with an `isolate` hook, and the shape's runtime, have one.
+   */
+  prestart?(ctx: PrestartContext): Awaitable<void>;
   isolate?(ctx: IsolateContext): Awaitable<void>;
   execute?(ctx: ExecuteContext): Awaitable<ExecuteResult | null>;
   collect?(ctx: CollectContext): Awaitable<CollectResult | undefined | void>;
