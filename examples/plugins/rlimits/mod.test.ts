@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../../server/config.ts';
-import { makeJobDir, runWrapped, testIsolationPlugin, testJob } from '../../../test/conformance/mod.ts';
+import { makeJobDir, runWrapped, testIsolationPlugin, testJob } from '../../../conformance/mod.ts';
 import rlimits, { prlimitArgs } from './mod.ts';
 import { silentLogger } from '../../../core/log.ts';
 import { createPlugin } from '../../../core/plugins.ts';
