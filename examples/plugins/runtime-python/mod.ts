@@ -3,7 +3,7 @@
  * An example third-party runtime plugin: runs Python 3 programs that the CLI uploads as source (the
  * entry file and the files beside it, as they are), through the same spawn path as the built-in
  * runtimes: isolation wrappers, stdin, output with backpressure, and every process dead on return.
- * In your own package, import `definePlugin` and `JthError` from 'jth/core'.
+ * In your own package, import from 'jth/core' and 'jth/runtime' instead of the relative paths below.
  *
  *     { "plugins": ["auth-mtls", "isolation-cgroup", "isolation-chroot", "runtime-node",
  *                   "./examples/plugins/runtime-python/mod.ts"] }
@@ -12,11 +12,16 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { ErrorCode, JthError } from '../../../core/errors.ts';
-import { jobEnv } from '../../../core/launch.ts';
-import { definePlugin, type JobSpec, type Plugin, type RuntimeInfo } from '../../../core/types.ts';
-import { runtimeBinds } from '../../../plugins/runtime-node/mod.ts';
-import { runJob } from '../../../plugins/runtime-node/spawn.ts';
+import {
+  definePlugin,
+  ErrorCode,
+  type JobSpec,
+  JthError,
+  jobEnv,
+  type Plugin,
+  type RuntimeInfo,
+} from '../../../core/mod.ts';
+import { runJob, runtimeBinds } from '../../../plugins/runtime-node/kit.ts';
 
 /** Options of the Python runtime. */
 export interface RuntimePythonOptions {
