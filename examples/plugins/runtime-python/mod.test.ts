@@ -7,6 +7,7 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { JthError } from '../../../core/errors.ts';
 import { silentLogger } from '../../../core/log.ts';
@@ -141,7 +142,7 @@ describe('example runtime-python', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'jth-python-'));
     try {
       const file = path.join(dir, 'jth.config.json');
-      const ref = path.resolve(import.meta.dirname, 'mod.ts');
+      const ref = fileURLToPath(new URL('./mod.ts', import.meta.url));
       writeFileSync(file, JSON.stringify({ plugins: ['runtime-node', [ref, { runtime: 'py3' }]] }));
       const cfg = await loadConfig(file, { log: silentLogger });
       expect(cfg.plugins.flatMap((p) => p.runtimes?.map((r) => `${r.name}:${r.upload}`) ?? [])).toEqual([
