@@ -271,12 +271,12 @@ describe('ensureDevPki and tlsServerOptions', () => {
     await ensureDevPki({ dir: d, hosts: ['localhost'], ips: [], users: [] });
     const caKey = readFileSync(join(d, 'ca.key'));
     rmSync(join(d, 'ca.key'));
-    const o = tlsServerOptions({ dir: d });
+    const o = await tlsServerOptions({ dir: d });
     expect(o).toMatchObject({ requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' });
     expect(o.key.equals(readFileSync(join(d, 'server.key')))).toBe(true);
     expect(o.ca.equals(readFileSync(join(d, 'ca.crt')))).toBe(true);
     expect([o.key, o.cert, o.ca].some((b) => b.equals(caKey))).toBe(false);
     rmSync(join(d, 'server.key'));
-    expect(() => tlsServerOptions({ dir: d })).toThrow(/Cannot read ".*server\.key"/);
+    await expect(tlsServerOptions({ dir: d })).rejects.toThrow(/Cannot read ".*server\.key"/);
   });
 });
