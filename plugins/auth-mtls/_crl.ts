@@ -6,7 +6,7 @@
  * decides whether a CRL may be handed to it, because OpenSSL fails every handshake on a CRL that is
  * expired, not yet valid or signed by another key.
  */
-import type { webcrypto } from 'node:crypto';
+import { createHash, type webcrypto } from 'node:crypto';
 import forge from 'node-forge';
 import { x509 } from './_x509.ts';
 import { normalizeSerial } from './_identity.ts';
@@ -136,14 +136,40 @@ function reasonName(reason: x509.X509CrlReason | undefined): RevocationReason | 
     : undefined;
 }
 
+/** Recent results of {@link parseCrl}, so the hook and the TLS reloader of one server parse a CRL once. */
+const parsed = new Map<string, Promise<LoadedCrl>>();
+const PARSED_KEEP = 4;
+
 /**
  * Parse a CRL (PEM or DER) and check that the CA signed it: same issuer name and a signature that
- * verifies with the CA's public key. Throws an Error saying what is wrong.
+ * verifies with the CA's public key. Rejects with an Error saying what is wrong. Parsing is linear
+ * but not cheap (about 0.1 ms per entry), so the result for the same bytes is shared.
  */
-export async function parseCrl(data: string | Uint8Array, caPem: string): Promise<LoadedCrl> {
+export function parseCrl(data: string | Uint8Array, caPem: string): Promise<LoadedCrl> {
+  let der: Uint8Array;
+  try {
+    der = new Uint8Array(typeof data === 'string' ? x509.PemConverter.decodeFirst(data) : data);
+  } catch (err) {
+    return Promise.reject(new Error(`it is not a CRL (${(err as Error).message})`));
+  }
+  const key = createHash('sha256').update(der).update(caPem).digest('base64');
+  let result = parsed.get(key);
+  if (!result) {
+    result = parseVerified(der, caPem);
+    result.catch(() => parsed.delete(key));
+    if (parsed.size >= PARSED_KEEP) parsed.delete(parsed.keys().next().value!);
+    parsed.set(key, result);
+  }
+  return result;
+}
+
+async function parseVerified(der: Uint8Array, caPem: string): Promise<LoadedCrl> {
   let crl: x509.X509Crl;
   try {
-    crl = new x509.X509Crl(typeof data === 'string' ? x509.PemConverter.decodeFirst(data) : data);
+    // asn1js stops at 10,000 nodes by default, about 2,000 revoked serials. Every node takes at least
+    // two bytes (tag and length), so this bound grows with the list and still caps the work per byte.
+    crl = new x509.X509Crl(der, { berOptions: { maxNodes: Math.ceil(der.length / 2) + 16 } });
+    void crl.entries; // parsed lazily: malformed entries must fail here, not on first use
   } catch (err) {
     throw new Error(`it is not a CRL (${(err as Error).message})`);
   }

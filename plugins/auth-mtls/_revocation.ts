@@ -57,13 +57,10 @@ export function revokedLine(entry: RevokedEntry): string {
 
 /** A file's identity for change detection: `absent`, or inode, size, mtime and ctime in nanoseconds. */
 export function fileStamp(path: string): string {
-  try {
-    const st = statSync(path, { bigint: true });
-    return `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
-    throw err;
-  }
+  // throwIfNoEntry: a missing file is the common case (no CRL, no deny list), and a thrown ENOENT on
+  // every request would cost more than the stat itself.
+  const st = statSync(path, { bigint: true, throwIfNoEntry: false });
+  return st ? `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}` : 'absent';
 }
 
 /**
@@ -116,8 +113,9 @@ export class DenyList {
 }
 
 /**
- * A CRL re-read when it or the CA certificate changes, and trusted only when the CA signed it. Its
- * serials stay revoked after its nextUpdate: an old list is still a list of revoked certificates.
+ * A CRL re-read when it changes, and trusted only when the CA signed it. Its serials stay revoked after
+ * its nextUpdate: an old list is still a list of revoked certificates. Only the CRL is stat'ed per
+ * lookup; the CA certificate is read with each new CRL (replacing the CA re-signs the CRL: `initCa`).
  */
 export class CrlFile {
   readonly path: string;
@@ -130,9 +128,9 @@ export class CrlFile {
     this.caPath = options.caPath;
   }
 
-  /** Cheap change detection: the stamps of the CRL and of the CA certificate. */
+  /** Cheap change detection: the stamp of the CRL file. */
   stamp(): string {
-    return `${fileStamp(this.path)}|${fileStamp(this.caPath)}`;
+    return fileStamp(this.path);
   }
 
   /**
@@ -149,7 +147,7 @@ export class CrlFile {
     if (stamp !== this.#stamp) {
       this.#stamp = stamp;
       // One load per change, shared by every request that arrives meanwhile.
-      this.#loaded = stamp.startsWith('absent|') ? Promise.resolve(null) : this.#load();
+      this.#loaded = stamp === 'absent' ? Promise.resolve(null) : this.#load();
       // A refusal nobody awaited before the next change must not become an unhandled rejection.
       this.#loaded.catch(() => {});
     }
@@ -200,7 +198,7 @@ export class Revocations {
     this.crlFile = new CrlFile({ path: options.crlFile, caPath: options.caFile });
   }
 
-  /** Cheap change detection over all three files. */
+  /** Cheap change detection over the deny list and the CRL. */
   stamp(): string {
     return `${fileStamp(this.denyList.path)}|${this.crlFile.stamp()}`;
   }

@@ -117,6 +117,9 @@ function statusOf(files: Files, view: RevocationView, now: number): RevocationSt
   };
 }
 
+/** Errors of {@link snapshot} that are about the CRL (the others are about a certificate or key). */
+const crlErrors = new WeakSet<JthError>();
+
 async function snapshot(files: Files, revocations: Revocations): Promise<Snapshot> {
   const serverHint = 'Issue one with `jth pki server --dir DIR --host NAME`';
   const key = readPki(files.key, serverHint);
@@ -127,11 +130,13 @@ async function snapshot(files: Files, revocations: Revocations): Promise<Snapsho
     view = await revocations.current();
   } catch (err) {
     const why = err instanceof JthError && err.cause instanceof Error ? err.cause : (err as Error);
-    throw new JthError(ErrorCode.CONFIG_INVALID, why.message, {
+    const e = new JthError(ErrorCode.CONFIG_INVALID, why.message, {
       plugin: PLUGIN,
       hint: 'Re-sign it with `jth pki crl --refresh --dir DIR` where ca.key is, or remove it',
       cause: err,
     });
+    crlErrors.add(e);
+    throw e;
   }
   const status = statusOf(files, view, Date.now());
   const options: TlsServerOptions = {
@@ -326,8 +331,14 @@ class Reloadable implements ServerTls {
       // Retried when a file changes again, not on every poll.
       this.#stamp = stamp;
       const first = this.#status.error !== error.message;
-      this.#status = { ...before.status, crl: 'invalid', error: error.message };
-      if (first) logStatus(this.#log, this.#status);
+      this.#status = {
+        ...before.status,
+        ...(crlErrors.has(error) ? { crl: 'invalid' as const } : {}),
+        error: error.message,
+      };
+      if (first && crlErrors.has(error)) logStatus(this.#log, this.#status);
+      else if (first)
+        this.#log?.error({ err: error }, 'Cannot reload the TLS options; the previous ones stay');
       return { applied: false, ticketsRotated: false, closed: 0, status: this.#status, error };
     }
     this.#stamp = stamp;
@@ -381,7 +392,7 @@ class Reloadable implements ServerTls {
 
 function stampOf(files: Files, revocations: Revocations): string {
   try {
-    return [fileStamp(files.key), fileStamp(files.cert), revocations.stamp()].join('|');
+    return [fileStamp(files.key), fileStamp(files.cert), fileStamp(files.ca), revocations.stamp()].join('|');
   } catch (err) {
     // An unreadable directory: a reload will report it.
     return `error:${(err as NodeJS.ErrnoException).code}`;

@@ -374,41 +374,58 @@ describe('revocation by CRL over real TLS 1.3', () => {
     expect(await handshakeError(t, before + 1)).toBe('CERT_REVOKED');
   });
 
-  it('the reload closes open connections of a certificate it now revokes, cutting a long response', async () => {
-    const lee = await issueClient({ dir: adminDir, user: 'lee' });
-    const stream = await new Promise<{ chunks: () => number; ended: Promise<string> }>((resolve, reject) => {
-      let n = 0;
-      const req = request(
-        {
-          host: '127.0.0.1',
-          port: t.port,
-          path: '/stream',
-          ca,
-          cert: readFileSync(lee.certPath),
-          key: readFileSync(lee.keyPath),
-          agent: false,
-        },
-        (res) => {
-          expect(res.statusCode).toBe(200);
-          const ended = new Promise<string>((done) => {
-            res.on('data', () => {
-              n++;
-            });
-            res.on('error', (err) => done(`error: ${err.message}`));
-            res.on('close', () => done('closed'));
-          });
-          resolve({ chunks: () => n, ended });
-        },
-      );
-      req.on('error', reject);
-      req.end();
-    });
-    while (stream.chunks() < 2) await new Promise((r) => setTimeout(r, 10));
-    await revokeAndPublish(lee);
-    const reload = await t.tls.reload();
-    expect(reload.closed).toBe(1);
-    expect(await stream.ended).toMatch(/closed|aborted|error/);
-  });
+  it.each([
+    ['the CRL', (who: IssuedClient) => revokeAndPublish(who)],
+    // A host without ca.key, deny list only.
+    ['the deny list', (who: IssuedClient) => revoke({ dir: serveDir, serial: who.serial, crl: false })],
+  ] as const)(
+    'the reload closes open connections of a certificate %s now revokes, cutting a long response',
+    async (_by, revokeIt) => {
+      const lee = await issueClient({ dir: adminDir, user: 'lee' });
+      const other = await issueClient({ dir: adminDir, user: 'other' });
+      const open = (who: IssuedClient) =>
+        new Promise<{ chunks: () => number; ended: Promise<string> }>((resolve, reject) => {
+          let n = 0;
+          const req = request(
+            {
+              host: '127.0.0.1',
+              port: t.port,
+              path: '/stream',
+              ca,
+              cert: readFileSync(who.certPath),
+              key: readFileSync(who.keyPath),
+              agent: false,
+            },
+            (res) => {
+              const ended = new Promise<string>((done) => {
+                res.on('data', () => {
+                  n++;
+                });
+                res.on('close', () => done('closed'));
+              });
+              resolve({ chunks: () => n, ended });
+            },
+          );
+          req.on('error', reject);
+          req.end();
+        });
+      const streams = [await open(lee), await open(other)];
+      while (streams.some((s) => s.chunks() < 2)) await new Promise((r) => setTimeout(r, 10));
+      await revokeIt(lee);
+      const reload = await t.tls.reload();
+      expect(reload.closed).toBe(1);
+      const within = (p: Promise<string>) =>
+        Promise.race([p, new Promise<string>((r) => setTimeout(() => r('still open'), 1000))]);
+      expect(await within(streams[0]!.ended)).toBe('closed');
+      // The other user's stream goes on.
+      const n = streams[1]!.chunks();
+      await new Promise((r) => setTimeout(r, 100));
+      expect(streams[1]!.chunks()).toBeGreaterThan(n);
+      await revokeIt(other);
+      expect((await t.tls.reload()).closed).toBe(1);
+      expect(await within(streams[1]!.ended)).toBe('closed');
+    },
+  );
 
   it('attached, the server notices a published CRL by itself and refuses the next handshake', async () => {
     const lines: LogLine[] = [];
@@ -582,6 +599,24 @@ describe('a CRL TLS cannot use', () => {
       await s.close();
     }
     expect((await get(t.port, ann)).status).toBe(200);
+  });
+
+  it('an unreadable server key on reload keeps the running options and is reported, not taken for a bad CRL', async () => {
+    const before = t.tls.options;
+    renameSync(join(serveDir, 'server.key'), join(serveDir, 'server.key.away'));
+    try {
+      const reload = await t.tls.reload();
+      expect(reload.applied).toBe(false);
+      expect(reload.error).toMatchObject({
+        code: 'JTH_CONFIG_INVALID',
+        message: expect.stringMatching(/server\.key/),
+      });
+      expect(reload.status.crl).toBe('ok');
+      expect(t.tls.options).toBe(before);
+    } finally {
+      renameSync(join(serveDir, 'server.key.away'), join(serveDir, 'server.key'));
+    }
+    expect((await t.tls.reload()).error).toBeUndefined();
   });
 
   it('a truncated CRL is refused the same way, and a restored one is used again', async () => {
