@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Server as TlsServer, TLSSocket } from 'node:tls';
+import { createSecureContext, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { ErrorCode, JthError } from '../../core/errors.ts';
 import type { Logger } from '../../core/types.ts';
 import { crlTiming, type CrlTiming, type LoadedCrl } from './_crl.ts';
@@ -148,6 +148,17 @@ async function snapshot(files: Files, revocations: Revocations): Promise<Snapsho
     rejectUnauthorized: true,
     minVersion: 'TLSv1.3',
   };
+  try {
+    // What setSecureContext will do, done first: a key that does not match the certificate (a renewal
+    // caught between writing server.key and server.crt) must fail here, not inside a running server.
+    createSecureContext(options);
+  } catch (err) {
+    throw new JthError(
+      ErrorCode.CONFIG_INVALID,
+      `Cannot use "${files.cert}" with "${files.key}": ${(err as Error).message}`,
+      { plugin: PLUGIN, hint: 'Issue both again with `jth pki server --dir DIR --host NAME`', cause: err },
+    );
+  }
   return { options, status, view };
 }
 
@@ -283,7 +294,7 @@ class Reloadable implements ServerTls {
 
   reload(): Promise<TlsReload> {
     // One reload at a time; a reload asked for during another runs after it, so it sees every change.
-    const run = this.#queue.then(() => this.#reloadOnce());
+    const run = this.#queue.then(() => this.#reloadOnce()).catch((err: unknown) => this.#failed(err));
     this.#queue = run.catch(() => {});
     return run;
   }
@@ -320,26 +331,37 @@ class Reloadable implements ServerTls {
     if (changed || aged) void this.reload();
   }
 
+  /** A reload that failed: the options in force stay, and the error is logged once per distinct error. */
+  #failed(err: unknown): TlsReload {
+    const error =
+      err instanceof JthError
+        ? err
+        : new JthError(ErrorCode.PLUGIN_ERROR, `Cannot reload the TLS options: ${(err as Error).message}`, {
+            plugin: PLUGIN,
+            cause: err,
+          });
+    const first = this.#status.error !== error.message;
+    this.#status = {
+      ...this.#current.status,
+      ...(crlErrors.has(error) ? { crl: 'invalid' as const } : {}),
+      error: error.message,
+    };
+    if (first && crlErrors.has(error)) logStatus(this.#log, this.#status);
+    else if (first) this.#log?.error({ err: error }, 'Cannot reload the TLS options; the previous ones stay');
+    return { applied: false, ticketsRotated: false, closed: 0, status: this.#status, error };
+  }
+
   async #reloadOnce(): Promise<TlsReload> {
+    // Taken before reading: a change made during the reload is seen by the next poll.
     const stamp = stampOf(this.#files, this.#revocations);
     const before = this.#current;
     let next: Snapshot;
     try {
       next = await snapshot(this.#files, this.#revocations);
     } catch (err) {
-      const error = err as JthError;
       // Retried when a file changes again, not on every poll.
       this.#stamp = stamp;
-      const first = this.#status.error !== error.message;
-      this.#status = {
-        ...before.status,
-        ...(crlErrors.has(error) ? { crl: 'invalid' as const } : {}),
-        error: error.message,
-      };
-      if (first && crlErrors.has(error)) logStatus(this.#log, this.#status);
-      else if (first)
-        this.#log?.error({ err: error }, 'Cannot reload the TLS options; the previous ones stay');
-      return { applied: false, ticketsRotated: false, closed: 0, status: this.#status, error };
+      return this.#failed(err);
     }
     this.#stamp = stamp;
     this.#current = next;
@@ -369,7 +391,12 @@ class Reloadable implements ServerTls {
         'TLS context reloaded',
       );
     }
-    if (stateChanged) logStatus(this.#log, next.status);
+    if (before.view.crl && !next.view.crl) {
+      this.#log?.warn(
+        { crlPath: this.#files.crl, crlRevoked: before.view.crl.serials.size },
+        'The CRL was removed: the serials only it listed are no longer refused',
+      );
+    } else if (stateChanged) logStatus(this.#log, next.status);
     const closed = this.#closeRevoked(next.view);
     return { applied, ticketsRotated, closed, status: next.status };
   }

@@ -601,22 +601,57 @@ describe('a CRL TLS cannot use', () => {
     expect((await get(t.port, ann)).status).toBe(200);
   });
 
-  it('an unreadable server key on reload keeps the running options and is reported, not taken for a bad CRL', async () => {
+  it('an unreadable or mismatched server key on reload keeps the running options and is reported, not taken for a bad CRL', async () => {
     const before = t.tls.options;
-    renameSync(join(serveDir, 'server.key'), join(serveDir, 'server.key.away'));
-    try {
+    const key = join(serveDir, 'server.key');
+    const original = readFileSync(key);
+    const check = async (why: RegExp) => {
       const reload = await t.tls.reload();
       expect(reload.applied).toBe(false);
-      expect(reload.error).toMatchObject({
-        code: 'JTH_CONFIG_INVALID',
-        message: expect.stringMatching(/server\.key/),
-      });
-      expect(reload.status.crl).toBe('ok');
+      expect(reload.error).toMatchObject({ code: 'JTH_CONFIG_INVALID', message: expect.stringMatching(why) });
+      expect(reload.status).toMatchObject({ crl: 'ok', error: reload.error!.message });
       expect(t.tls.options).toBe(before);
+    };
+    try {
+      rmSync(key);
+      await check(/Cannot read ".*server\.key"/);
+      // A renewal caught between writing server.key and server.crt: the key is another one.
+      const other = join(root, 'other-server');
+      await initCa({ dir: other });
+      await issueServer({ dir: other, hosts: ['localhost'], ips: [] });
+      copyFileSync(join(other, 'server.key'), key);
+      await check(/Cannot use ".*server\.crt" with ".*server\.key": .*key values mismatch/);
+      const amy = await issueClient({ dir: adminDir, user: 'still-served' });
+      expect((await get(t.port, amy)).status).toBe(200);
     } finally {
-      renameSync(join(serveDir, 'server.key.away'), join(serveDir, 'server.key'));
+      writeFileSync(key, original, { mode: 0o600 });
     }
-    expect((await t.tls.reload()).error).toBeUndefined();
+    const back = await t.tls.reload();
+    expect(back.error).toBeUndefined();
+    expect(back.status.error).toBeUndefined();
+  });
+
+  it('a removed CRL is withdrawn from TLS with a warning that its serials are no longer refused', async () => {
+    const lines: LogLine[] = [];
+    const s = await startServer(serveDir, plugin, { log: recordingLogger(lines) });
+    try {
+      expect(s.tls.options.crl).toBeDefined();
+      rmSync(join(serveDir, 'ca.crl'));
+      const reload = await s.tls.reload();
+      expect(reload).toMatchObject({
+        applied: true,
+        ticketsRotated: true,
+        status: { crl: 'absent', crlInTls: false },
+      });
+      expect(s.tls.options.crl).toBeUndefined();
+      expect(lines.at(-1)).toMatchObject({
+        level: 'warn',
+        msg: expect.stringMatching(/The CRL was removed/),
+      });
+    } finally {
+      publishCrl();
+      await s.close();
+    }
   });
 
   it('a truncated CRL is refused the same way, and a restored one is used again', async () => {
