@@ -20,7 +20,7 @@ import { issueClient } from '../plugins/auth-mtls/pki.ts';
 import chroot from '../plugins/isolation-chroot/mod.ts';
 import { FrameDecoder, FrameType } from '../server/frames.ts';
 import { denoBinary, probeHost } from '../server/host.ts';
-import { makeJobDir, runWrapped, testJob } from '../test/conformance/mod.ts';
+import { makeJobDir, runWrapped, testJob } from '../conformance/mod.ts';
 import { bundleSource, call, type Identity, submit, watch } from '../test/helpers/server.ts';
 import { silentLogger } from '../core/log.ts';
 import { startServerProcess as spawnServer } from '../test/helpers/process.ts';

@@ -297,13 +297,72 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
     );
   pki
     .command('revoke')
-    .description('revoke a certificate by serial number')
+    .description('revoke a certificate by serial number: add it to the deny list and sign a new CRL')
     .requiredOption('--dir <dir>', 'PKI directory')
     .argument('<serial>', 'serial number (hex)')
+    .addOption(
+      new Option('--reason <reason>', 'RFC 5280 revocation reason').choices([
+        'unspecified',
+        'keyCompromise',
+        'cACompromise',
+        'affiliationChanged',
+        'superseded',
+        'cessationOfOperation',
+        'privilegeWithdrawn',
+      ]),
+    )
+    .option('--deny-only', 'only add the serial to revoked.txt, for a host without ca.key (no new CRL)')
+    .option('--days <n>', 'validity of the new CRL in days (default 90)', parseDays)
     .option('--json', 'JSON output')
-    .action(async (serial: string, opts: { dir: string; json?: boolean }) => {
+    .action(
+      async (
+        serial: string,
+        opts: { dir: string; reason?: string; denyOnly?: boolean; days?: number; json?: boolean },
+      ) => {
+        const m = await loadPart<PkiModule>('pki');
+        const r = await m.revoke({
+          dir: opts.dir,
+          serial,
+          crl: opts.denyOnly !== true,
+          ...(opts.reason ? { reason: opts.reason } : {}),
+          ...(opts.days ? { days: opts.days } : {}),
+        });
+        await printPkiResult(io, r, opts.json === true);
+        setCode(ExitCode.ok);
+      },
+    );
+  pki
+    .command('crl')
+    .description('show the CRL and whether TLS can use it, or sign a new one with --refresh')
+    .requiredOption('--dir <dir>', 'PKI directory')
+    .option('--refresh', 'sign a new CRL from the deny list and the current CRL (needs ca.key)')
+    .option('--days <n>', 'validity of the new CRL in days (default 90)', parseDays)
+    .option('--json', 'JSON output')
+    .action(async (opts: { dir: string; refresh?: boolean; days?: number; json?: boolean }) => {
       const m = await loadPart<PkiModule>('pki');
-      await printPkiResult(io, await m.revoke({ dir: opts.dir, serial }), opts.json === true);
+      const info = opts.refresh
+        ? await m.refreshCrl({ dir: opts.dir, ...(opts.days ? { days: opts.days } : {}) })
+        : await m.crlStatus({ dir: opts.dir });
+      const { entries, ...summary } = info;
+      await printPkiResult(io, opts.json ? info : summary, opts.json === true);
+      if (!opts.json) {
+        const lines = entries.map(
+          (e) => `entry: ${e.serial} ${e.revokedAt.toISOString()}${e.reason ? ` ${e.reason}` : ''}\n`,
+        );
+        await writeOut(io.stdout, lines.join(''));
+      }
+      // A CRL TLS cannot use is a failure a cron job or a monitor should see.
+      if (info.state === 'expired' || info.state === 'not-yet-valid' || info.state === 'invalid') {
+        const why =
+          info.state === 'invalid'
+            ? `cannot be used: ${info.error}`
+            : info.state === 'expired'
+              ? `expired on ${info.nextUpdate?.toISOString()}, so TLS no longer checks it`
+              : `is not valid before ${info.thisUpdate?.toISOString()}, so TLS does not check it yet`;
+        throw new CliError(ErrorCode.CONFIG_INVALID, `The CRL "${info.crlPath}" ${why}`, ExitCode.failure, {
+          hint: `Sign a new one with \`jth pki crl --refresh --dir ${opts.dir}\` where ca.key is`,
+        });
+      }
       setCode(ExitCode.ok);
     });
 

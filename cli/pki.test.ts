@@ -89,7 +89,62 @@ describe('jth pki', () => {
 
     const revoked = await run(['pki', 'revoke', '--dir', pki, issued.serial]);
     expect(revoked.code).toBe(0);
+    expect(revoked.out).toMatch(/^crlNumber: 1$/m);
     expect(await readFile(join(pki, 'revoked.txt'), 'utf8')).toContain(issued.serial);
+  });
+
+  it('revoke signs the CRL with a reason; crl shows it, --refresh re-signs it, and a CRL TLS cannot use exits 1', async () => {
+    const pki = join(dir, 'crl');
+    expect((await run(['pki', 'init', '--dir', pki])).code).toBe(0);
+    const none = await run(['pki', 'crl', '--dir', pki]);
+    expect(none).toMatchObject({ code: 0, err: '' });
+    expect(none.out).toMatch(/^state: absent$/m);
+
+    const r = await run(['pki', 'revoke', '--dir', pki, '0A:BC', '--reason', 'keyCompromise', '--json']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ serial: 'abc', alreadyRevoked: false, crlNumber: '1' });
+    const shown = await run(['pki', 'crl', '--dir', pki]);
+    expect(shown.code).toBe(0);
+    expect(shown.out).toMatch(/^state: ok$/m);
+    expect(shown.out).toMatch(/^entry: abc \S+Z keyCompromise$/m);
+    const refreshed = JSON.parse(
+      (await run(['pki', 'crl', '--dir', pki, '--refresh', '--days', '7', '--json'])).out,
+    );
+    expect(refreshed).toMatchObject({
+      crlNumber: '2',
+      revoked: 1,
+      entries: [{ serial: 'abc', reason: 'keyCompromise' }],
+    });
+    expect(new Date(refreshed.nextUpdate).getTime() - Date.now()).toBeGreaterThan(6 * 86_400_000);
+
+    const { refreshCrl } = await import('../plugins/auth-mtls/pki.ts');
+    await refreshCrl({
+      dir: pki,
+      thisUpdate: new Date(Date.now() - 2 * 86_400_000),
+      nextUpdate: new Date(Date.now() - 1000),
+    });
+    const expired = await run(['pki', 'crl', '--dir', pki]);
+    expect(expired.code).toBe(1);
+    expect(expired.out).toMatch(/^state: expired$/m);
+    expect(expired.err).toMatch(/^jth: The CRL ".*ca\.crl" expired on \S+, so TLS no longer checks it$/m);
+    expect(expired.err).toContain(
+      `hint: Sign a new one with \`jth pki crl --refresh --dir ${pki}\` where ca.key is`,
+    );
+  });
+
+  it('revoke --deny-only works without ca.key; without it, revoke names the flag', async () => {
+    const pki = join(dir, 'nokey');
+    expect((await run(['pki', 'init', '--dir', pki])).code).toBe(0);
+    await rm(join(pki, 'ca.key'));
+    const refused = await run(['pki', 'revoke', '--dir', pki, 'abc']);
+    expect(refused.code).toBe(1);
+    expect(refused.err).toMatch(/ca\.key is missing[\s\S]*hint: .*--deny-only/);
+    expect(existsSync(join(pki, 'revoked.txt'))).toBe(false);
+    const denied = await run(['pki', 'revoke', '--dir', pki, 'abc', '--deny-only']);
+    expect(denied.code).toBe(0);
+    expect(denied.out).not.toMatch(/crl/i);
+    expect(await readFile(join(pki, 'revoked.txt'), 'utf8')).toMatch(/^abc {2}# revoked \S+Z$/m);
+    expect((await run(['pki', 'revoke', '--dir', pki, 'abc', '--reason', 'nope'])).code).toBe(2);
   });
 
   it('refuses a server certificate without a name as a usage error', async () => {

@@ -2,7 +2,8 @@
  * @module
  * The examples run unchanged everywhere they claim to: under the real `deno` binary (`deno run`,
  * `deno eval`, `deno serve`) and as jth jobs on both runtime plugins, with artifacts collected by
- * artifacts-fs.
+ * artifacts-fs. Every example in the tree, the plugin examples and their tests included, passes
+ * `deno check` with the repository's deno.json.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -41,6 +42,30 @@ function deno(args: string[], opts: { input?: string; env?: Record<string, strin
 }
 
 describe('examples under the real deno binary', () => {
+  it('deno check passes on every example, with deno.json', () => {
+    const r = spawnSync(DENO, ['check', 'examples/'], {
+      cwd: REPO_ROOT,
+      env: denoEnv,
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    expect(r.status, `${r.stdout}${r.stderr}`).toBe(0);
+    // Every .ts under examples/ was checked, not a directory that happened to be empty.
+    const checked = [...r.stderr.matchAll(/^Check (\S+)$/gm)].map((m) => m[1]);
+    const expected = execFileSync(
+      'git',
+      ['ls-files', '--cached', '--others', '--exclude-standard', 'examples/'],
+      {
+        cwd: REPO_ROOT,
+        encoding: 'utf8',
+      },
+    )
+      .split('\n')
+      .filter((f) => f.endsWith('.ts'));
+    expect(checked.sort()).toEqual(expected.sort());
+    expect(checked).toContain('examples/plugins/runtime-python/mod.ts');
+  });
+
   it('deno run examples/hello.ts greets its stdin', () => {
     const r = deno(['run', '--no-lock', '--allow-all', 'examples/hello.ts'], { input: 'deno\n' });
     expect(r.stdout).toBe('Hello, deno!\n');

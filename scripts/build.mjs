@@ -1,12 +1,17 @@
 /**
  * @module
- * `npm run build`: bundle the CLI, the parts it loads lazily (server, doctor, pki) and every built-in
- * plugin into `dist/`, in one esbuild run with code splitting, so they share one copy of core (one
- * module graph, as when running from source). npm dependencies stay external. `bin/jth.mjs` uses the
- * bundles when they are newer than every source; the server loads `dist/plugins/<name>.mjs` for
- * built-in plugins when it runs from `dist/`.
+ * `npm run build`: bundle the CLI, the parts it loads lazily (server, doctor, pki), every built-in
+ * plugin and the package's public modules (`jth/core`, `jth/conformance`, `jth/runtime`) into `dist/`,
+ * in one esbuild run with code splitting, so they share one copy of core (one module graph, as when
+ * running from source). npm dependencies stay external. `bin/jth.mjs` uses the bundles when they are
+ * newer than every source; the server loads `dist/plugins/<name>.mjs` for built-in plugins when it runs
+ * from `dist/`. The public modules get declarations in `dist/types/` (tsconfig.types.json), so a plugin
+ * project consumes plain JavaScript and `.d.ts`, whatever its own TypeScript settings.
  */
+import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
@@ -25,6 +30,10 @@ const entryPoints = [
   { in: 'server/doctor.ts', out: 'doctor' },
   { in: 'plugins/auth-mtls/pki.ts', out: 'pki' },
   ...PLUGINS.map((name) => ({ in: `plugins/${name}/mod.ts`, out: `plugins/${name}` })),
+  // The package's exports (package.json "exports").
+  { in: 'core/mod.ts', out: 'core' },
+  { in: 'conformance/mod.ts', out: 'conformance' },
+  { in: 'plugins/runtime-node/kit.ts', out: 'runtime' },
 ];
 
 const pkg = JSON.parse(readFileSync(`${root}package.json`, 'utf8'));
@@ -34,6 +43,7 @@ const external = Object.keys({
   ...pkg.dependencies,
   ...pkg.devDependencies,
   ...pkg.optionalDependencies,
+  ...pkg.peerDependencies,
 }).flatMap((name) => [name, `${name}/*`]);
 
 const started = performance.now();
@@ -66,8 +76,18 @@ try {
     outfile: 'dist/harness.mjs',
     logLevel: 'silent',
   });
+  const tsc = join(dirname(createRequire(import.meta.url).resolve('typescript/package.json')), 'bin/tsc');
+  const types = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.types.json'], {
+    cwd: root,
+    encoding: 'utf8',
+  });
+  if (types.status !== 0) {
+    throw {
+      errors: [{ text: `declarations (tsc -p tsconfig.types.json):\n${types.stdout}${types.stderr}` }],
+    };
+  }
   console.log(
-    `build: dist/ (${entryPoints.length + 1} entries) in ${Math.round(performance.now() - started)}ms`,
+    `build: dist/ (${entryPoints.length + 1} entries, declarations) in ${Math.round(performance.now() - started)}ms`,
   );
 } catch (err) {
   // No dist/ at all is safe: the CLI then loads the sources through tsx.

@@ -8,7 +8,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { ErrorCode, JthError } from '../core/errors.ts';
 import {
@@ -239,36 +239,136 @@ async function readConfigFile(file: string): Promise<unknown> {
   }
 }
 
-/** Resolve a plugin reference to a module URL, or throw the "not a built-in, a package or a path" error. */
-function resolvePluginRef(ref: string, configDir: string, origin: PluginOrigin): string {
+/** How a module file is run: by extension, else by the `type` of the nearest package.json (as Node does). */
+export function moduleFormat(file: string): 'esm' | 'cjs' {
+  if (/\.m[jt]s$/.test(file)) return 'esm';
+  if (/\.c[jt]s$/.test(file)) return 'cjs';
+  for (let dir = path.dirname(file); ; dir = path.dirname(dir)) {
+    const pkg = path.join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        return (JSON.parse(readFileSync(pkg, 'utf8')) as { type?: unknown }).type === 'module'
+          ? 'esm'
+          : 'cjs';
+      } catch {
+        return 'cjs';
+      }
+    }
+    if (path.dirname(dir) === dir) return 'cjs';
+  }
+}
+
+const TYPESCRIPT = /\.[cm]?tsx?$/;
+
+/**
+ * Import a plugin's module file, ESM or CommonJS, TypeScript or JavaScript. Its own imports resolve
+ * from its own folder (its own node_modules), because each loader resolves relative to the importing
+ * file. TypeScript goes through tsx only when the running process cannot load it itself (the server
+ * runs from dist/ under plain Node); CommonJS TypeScript always does, since an ESM loader cannot run it.
+ */
+export async function importPluginFile(file: string): Promise<unknown> {
+  const url = pathToFileURL(file).href;
+  if (TYPESCRIPT.test(file) && moduleFormat(file) === 'cjs') {
+    const { require: tsxRequire } = await import('tsx/cjs/api');
+    return { default: tsxRequire(file, import.meta.url) };
+  }
+  try {
+    return await import(url);
+  } catch (err) {
+    // Plain Node meeting TypeScript, in this file or in one it imports.
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_UNKNOWN_FILE_EXTENSION') throw err;
+    const { tsImport } = await import('tsx/esm/api');
+    return tsImport(url, import.meta.url);
+  }
+}
+
+/**
+ * The plugin definition a module exports: its default export, seen through the wrappers that
+ * CommonJS interop adds (`module.exports = def`, `exports.default = def` with `__esModule`, and a
+ * namespace whose `default` is itself a namespace).
+ */
+export function pluginExport(mod: unknown): unknown {
+  let value = (mod as { default?: unknown } | null)?.default ?? mod;
+  for (let depth = 0; depth < 3; depth++) {
+    const v = value as { create?: unknown; default?: unknown } | null;
+    if (!v || typeof v !== 'object' || typeof v.create === 'function' || v.default === undefined) break;
+    value = v.default;
+  }
+  return value;
+}
+
+/** Whether `err` says that the package `ref` itself (not something it imports) is not installed. */
+function packageMissing(err: unknown, ref: string): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  const name = ref.startsWith('@') ? ref.split('/').slice(0, 2).join('/') : ref.split('/')[0]!;
+  const msg = String((err as Error).message ?? '');
+  return (
+    (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') &&
+    (msg.includes(`'${ref}'`) || msg.includes(`'${name}'`))
+  );
+}
+
+/**
+ * Load the module a plugin reference names: a built-in by short name, a path (relative to the config
+ * file), or a package installed where the config file is. A package is found as `require` finds it;
+ * one that exports only to `import` is imported from the config's folder, as an ESM file there would.
+ */
+async function loadPluginModule(ref: string, configDir: string, origin: PluginOrigin): Promise<unknown> {
+  const failed = (err: unknown) =>
+    configError(origin, `"${ref}" failed to load: ${(err as Error).message}`, 'Fix the plugin module', err);
   const builtin = BUILTIN_PLUGINS[ref];
   if (builtin) {
+    let url = new URL(builtin, import.meta.url).href;
     // From dist/ (this code in dist/server.mjs or dist/chunks/), the prebuilt plugin shares core's chunk.
     if (import.meta.url.endsWith('.mjs')) {
       for (const rel of [`./plugins/${ref}.mjs`, `../plugins/${ref}.mjs`]) {
         const built = new URL(rel, import.meta.url);
-        if (existsSync(built)) return built.href;
+        if (existsSync(built)) {
+          url = built.href;
+          break;
+        }
       }
     }
-    return new URL(builtin, import.meta.url).href;
+    return (url.endsWith('.ts') ? importPluginFile(fileURLToPath(url)) : import(url)).catch((err) => {
+      throw failed(err);
+    });
   }
   if (ref.startsWith('.') || path.isAbsolute(ref)) {
     const abs = path.resolve(configDir, ref);
-    if (existsSync(abs)) return pathToFileURL(abs).href;
-    throw configError(
-      origin,
-      `"${ref}" is a path, but "${abs}" does not exist`,
-      'Fix the path; it is relative to the config file',
-    );
+    if (!existsSync(abs)) {
+      throw configError(
+        origin,
+        `"${ref}" is a path, but "${abs}" does not exist`,
+        'Fix the path; it is relative to the config file',
+      );
+    }
+    return importPluginFile(abs).catch((err) => {
+      throw failed(err);
+    });
   }
-  try {
-    return pathToFileURL(createRequire(path.join(configDir, 'noop.js')).resolve(ref)).href;
-  } catch {
-    throw configError(
+  const notFound = () =>
+    configError(
       origin,
       `"${ref}" is not a built-in plugin, a package or a path`,
-      `Use one of ${Object.keys(BUILTIN_PLUGINS).join(', ')}; install the package; or give a path starting with ./`,
+      `Use one of ${Object.keys(BUILTIN_PLUGINS).join(', ')}; install the package beside the config file; or give a path starting with ./`,
     );
+  let file: string | undefined;
+  try {
+    file = createRequire(path.join(configDir, 'noop.js')).resolve(ref);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'MODULE_NOT_FOUND' && code !== 'ERR_PACKAGE_PATH_NOT_EXPORTED') throw failed(err);
+  }
+  if (file) {
+    return importPluginFile(file).catch((err) => {
+      throw failed(err);
+    });
+  }
+  try {
+    const { tsImport } = await import('tsx/esm/api');
+    return await tsImport(ref, pathToFileURL(path.join(configDir, 'noop.mjs')).href);
+  } catch (err) {
+    throw packageMissing(err, ref) ? notFound() : failed(err);
   }
 }
 
@@ -341,19 +441,8 @@ export async function loadConfig(
         : Array.isArray(entry)
           ? entry
           : [entry.use, entry.options ?? {}];
-    const url = resolvePluginRef(ref, dir, origin);
-    let mod: { default?: unknown };
-    try {
-      mod = url.endsWith('.ts') ? await importTs(url) : await import(url);
-    } catch (err) {
-      throw configError(
-        origin,
-        `"${ref}" failed to load: ${(err as Error).message}`,
-        'Fix the plugin module',
-        err,
-      );
-    }
-    const def: PluginDefinition = checkDefinition(mod.default ?? mod, {
+    const mod = await loadPluginModule(ref, dir, origin);
+    const def: PluginDefinition = checkDefinition(pluginExport(mod), {
       ...origin,
       key: `${origin.key} "${ref}"`,
     });
@@ -380,17 +469,6 @@ export async function loadConfig(
     plugins: created.map((c) => c.plugin),
     allowUnsandboxed: cfg.allowUnsandboxed,
   };
-}
-
-/** Import a TypeScript module: natively when already running under tsx, else through tsx's API. */
-async function importTs(url: string): Promise<{ default?: unknown }> {
-  try {
-    return await import(url);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ERR_UNKNOWN_FILE_EXTENSION') throw err;
-    const { tsImport } = await import('tsx/esm/api');
-    return (await tsImport(url, import.meta.url)) as { default?: unknown };
-  }
 }
 
 /** Clamp each field of `asked` to `max`. */

@@ -16,7 +16,7 @@ import { PluginDriver } from '../core/driver.ts';
 import { ErrorCode, JthError, wrapPluginError } from '../core/errors.ts';
 import type { Logger, Plugin } from '../core/types.ts';
 import { resolveArtifact } from '../plugins/artifacts-fs/mod.ts';
-import { ensureDevPki, tlsServerOptions } from '../plugins/auth-mtls/pki.ts';
+import { ensureDevPki, serverTls } from '../plugins/auth-mtls/pki.ts';
 import { inheritableFds } from '../plugins/isolation-chroot/_host.ts';
 import { createApp } from './app.ts';
 import { type LoadedConfig, loadConfig } from './config.ts';
@@ -51,6 +51,8 @@ export interface RunningServer {
   jobs: JobManager;
   /** Facts the operator should know (e.g. limits not enforced on this host). */
   notes: string[];
+  /** Re-read the PKI dir now (SIGHUP): certificates, CA, CRL. It is also polled every second. */
+  reloadTls(): Promise<unknown>;
   close(): Promise<void>;
 }
 
@@ -138,14 +140,18 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
         users: [{ user: 'dev', role: 'admin' }],
       });
     }
+    // The TLS options follow the PKI dir: a new CRL, CA or server certificate applies without a restart.
+    const tls = await serverTls({ dir: settings.pkiDir, log });
+    undo.push(() => tls.close());
     const listener = createListener({
-      tls: tlsServerOptions({ dir: settings.pkiDir }),
+      tls: tls.options,
       requestTimeoutMs: settings.requestTimeout,
       headersTimeoutMs: settings.headersTimeout,
       handshakeTimeoutMs: settings.handshakeTimeout,
       maxConnectionsPerAddress: settings.maxConnectionsPerAddress,
       log,
     });
+    tls.attach(listener.server);
     const boundPort = await listener.listen(options.port ?? settings.port, host);
     undo.push(() => listener.close());
 
@@ -226,8 +232,10 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       config,
       jobs,
       notes,
+      reloadTls: () => tls.reload(),
       close() {
         closing ??= (async () => {
+          tls.close();
           await listener.close();
           await jobs.stopAll('server shutdown', { graceMs: settings.shutdownGrace });
           // Plugins close in reverse, then the store, then the lock: the undo stack minus the listener.

@@ -1,6 +1,6 @@
 /**
  * @module
- * The built-in plugins pass the conformance suites that third-party authors run (test/conformance/).
+ * The built-in plugins pass the conformance suites that third-party authors run (conformance/).
  */
 import { existsSync, mkdtempSync, readFileSync, rmdirSync } from 'node:fs';
 import { afterAll } from 'vitest';
@@ -19,7 +19,7 @@ import {
   testCollectPlugin,
   testExecutePlugin,
   testIsolationPlugin,
-} from './conformance/mod.ts';
+} from '../conformance/mod.ts';
 import { silentLogger } from '../core/log.ts';
 import { createPlugin } from '../core/plugins.ts';
 

@@ -2,20 +2,21 @@
  * @module
  * The `auth-mtls` plugin: a caller is who its TLS client certificate says, in SAN URIs
  * `urn:jth:user:<name>` and `urn:jth:role:<user|admin>`. Node's TLS layer verifies the chain against
- * jth's CA (`tlsServerOptions`); this hook is the second line: it checks the clientAuth EKU, the
- * validity dates, the deny list (`revoked.txt`, re-read on change, so a revoke applies to the very next
- * request, kept-alive or resumed connections included) and the identity.
+ * jth's CA and its CRL at each full handshake (`serverTls`); this hook is the second line, on every
+ * request: it checks the clientAuth EKU, the validity dates, revocation (the deny list `revoked.txt`
+ * and the CRL `ca.crl`, both re-read on change, so a revoke applies to the very next request, on
+ * kept-alive connections and resumed TLS sessions too, which TLS does not re-verify) and the identity.
  */
-import { readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { ErrorCode, JthError } from '../../core/errors.ts';
 import { definePlugin } from '../../core/types.ts';
 import type { AuthInput, Plugin, Principal } from '../../core/types.ts';
 import { certFacts, identityOf, ROLES, type CertFacts, type Role } from './_identity.ts';
-import { parseRevoked } from './pki.ts';
+import { Revocations } from './_revocation.ts';
 
-export { tlsClientOptions, tlsServerOptions } from './pki.ts';
+export { CrlFile, DenyList, Revocations } from './_revocation.ts';
+export { serverTls, tlsClientOptions, tlsServerOptions } from './pki.ts';
 
 const NAME = 'auth-mtls';
 /** The extended key usage a client certificate must carry (RFC 5280 section 4.2.1.12). */
@@ -34,6 +35,11 @@ export interface AuthMtlsOptions {
    */
   revokedFile?: string;
   /**
+   * The CA's CRL (PEM), relative to the config file; trusted only when `<dir>/ca.crt` signed it.
+   * @default '<dir>/ca.crl'
+   */
+  crlFile?: string;
+  /**
    * Roles that may authenticate at all; a certificate with another role is refused with 403.
    * @default ['user', 'admin']
    */
@@ -44,6 +50,7 @@ const options = z
   .object({
     dir: z.string().min(1).optional(),
     revokedFile: z.string().min(1).optional(),
+    crlFile: z.string().min(1).optional(),
     allowRoles: z
       .array(z.enum(ROLES as unknown as [Role, ...Role[]]))
       .min(1, 'must name at least one role')
@@ -59,60 +66,6 @@ function refuse(status: 401 | 403, message: string, options: { hint?: string } =
     status,
     hint,
   });
-}
-
-/**
- * A deny list re-read when its file changes. Each lookup stats the file (a few microseconds) and
- * re-reads it when inode, size or mtime (nanoseconds) differ, so an atomic rename or an append is seen
- * by the next request. A missing file is an empty list; an unreadable one fails closed.
- */
-export class DenyList {
-  readonly path: string;
-  #stamp = '';
-  #serials = new Set<string>();
-
-  constructor(path: string) {
-    this.path = path;
-  }
-
-  /** The current set of revoked serials. */
-  current(): ReadonlySet<string> {
-    let stamp = 'absent';
-    try {
-      const st = statSync(this.path, { bigint: true });
-      stamp = `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw this.#unreadable(err);
-    }
-    if (stamp === this.#stamp) return this.#serials;
-    if (stamp === 'absent') {
-      this.#serials = new Set();
-    } else {
-      try {
-        this.#serials = parseRevoked(readFileSync(this.path, 'utf8'));
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw this.#unreadable(err);
-        this.#serials = new Set();
-        stamp = 'absent';
-      }
-    }
-    this.#stamp = stamp;
-    return this.#serials;
-  }
-
-  #unreadable(err: unknown): JthError {
-    return new JthError(
-      ErrorCode.PLUGIN_ERROR,
-      `Cannot read the deny list "${this.path}": ${(err as Error).message}`,
-      {
-        plugin: NAME,
-        hook: 'authenticate',
-        status: 503,
-        hint: 'Fix its permissions; every request is refused until it can be read',
-        cause: err,
-      },
-    );
-  }
 }
 
 /** How many parsed certificates are kept. Parsing DER with @peculiar/x509 costs ~2 ms; a hit ~2 µs. */
@@ -138,7 +91,8 @@ function cachedFacts(der: Uint8Array): CertFacts {
 
 /** What {@link checkPeer} needs besides the request. */
 export interface CheckOptions {
-  revoked: ReadonlySet<string>;
+  /** Revoked serials (lowercase hex): a Set, or the deny list and CRL together (`Revocations`). */
+  revoked: { has(serial: string): boolean };
   allowRoles: readonly Role[];
   /** @default Date.now() */
   now?: number;
@@ -202,20 +156,44 @@ export default definePlugin<AuthMtlsOptions>({
   options,
   create(opts, ctx): Plugin {
     const dir = opts.dir ? resolve(ctx.configDir, opts.dir) : join(ctx.stateDir, 'pki');
-    const denied = new DenyList(
-      opts.revokedFile ? resolve(ctx.configDir, opts.revokedFile) : join(dir, 'revoked.txt'),
-    );
+    const revocations = new Revocations({
+      revokedFile: opts.revokedFile ? resolve(ctx.configDir, opts.revokedFile) : join(dir, 'revoked.txt'),
+      crlFile: opts.crlFile ? resolve(ctx.configDir, opts.crlFile) : join(dir, 'ca.crl'),
+      caFile: join(dir, 'ca.crt'),
+    });
     return {
       name: NAME,
       apiVersion: 1,
-      start({ log }) {
-        // Fail at start, not on the first request, when the deny list exists but cannot be read.
-        const n = denied.current().size;
-        log.info({ dir, revokedFile: denied.path, revoked: n }, 'mTLS authentication ready');
+      async start({ log }) {
+        // Fail at start, not on the first request, when the deny list or the CRL cannot be used.
+        let now: Awaited<ReturnType<Revocations['current']>>;
+        try {
+          now = await revocations.current();
+        } catch (err) {
+          const why =
+            (err as Error).cause instanceof Error ? ((err as Error).cause as Error) : (err as Error);
+          throw new JthError(ErrorCode.CONFIG_INVALID, why.message, {
+            plugin: NAME,
+            hook: 'start',
+            hint: 'Re-sign the CRL with `jth pki crl --refresh --dir DIR` where ca.key is, or fix the file',
+            cause: err,
+          });
+        }
+        log.info(
+          {
+            dir,
+            revokedFile: revocations.denyList.path,
+            revoked: now.denied.size,
+            crlFile: revocations.crlFile.path,
+            crlNumber: now.crl?.number ?? null,
+            crlRevoked: now.crl?.serials.size ?? 0,
+          },
+          'mTLS authentication ready',
+        );
       },
       async authenticate(input) {
         if (!input.peerCertificate) return null;
-        return checkPeer(input, { revoked: denied.current(), allowRoles: opts.allowRoles });
+        return checkPeer(input, { revoked: await revocations.current(), allowRoles: opts.allowRoles });
       },
     };
   },

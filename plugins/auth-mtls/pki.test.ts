@@ -3,13 +3,14 @@
  * The PKI library: what its certificates say (read back with @peculiar/x509 and checked by the
  * `openssl` CLI), file modes, refusals, PKCS#12, the deny list and the idempotent dev PKI.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { x509 } from './_x509.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  crlStatus,
   ensureDevPki,
   exportP12,
   initCa,
@@ -17,6 +18,7 @@ import {
   issueServer,
   readCert,
   readRevoked,
+  refreshCrl,
   revoke,
   tlsServerOptions,
 } from './pki.ts';
@@ -230,6 +232,178 @@ describe('revoke and readRevoked', () => {
     expect(readFileSync(join(d, 'revoked.txt'), 'utf8').split('\n').filter(Boolean)).toHaveLength(6);
     expect(readdirSync(d).filter((f) => f.includes('.tmp') || f.endsWith('.lock'))).toEqual([]);
     await expect(revoke({ dir: d, serial: 'not-hex' })).rejects.toThrow(/is not a hex serial number/);
+    // Each revoke signed a CRL under the lock: none lost, numbers 1..7 (the repeat re-signs too).
+    const crl = await crlStatus({ dir: d });
+    expect(crl.entries.map((e) => e.serial).sort()).toEqual([
+      'abcde',
+      'ff01',
+      'ff02',
+      'ff03',
+      'ff04',
+      'ff05',
+    ]);
+    expect(crl.crlNumber).toBe('7');
+  });
+});
+
+describe('the CRL', () => {
+  it('revoke signs a v2 CRL with the CA key: a CRL number that grows, the authority key id, dates and reasons; openssl verifies it', async () => {
+    const d = join(root, 'crl');
+    await initCa({ dir: d });
+    const a = await issueClient({ dir: d, user: 'a' });
+    const b = await issueClient({ dir: d, user: 'b' });
+    const t0 = Math.floor(Date.now() / 1000) * 1000;
+    const first = await revoke({ dir: d, serial: a.serial, reason: 'keycompromise' });
+    expect(first).toMatchObject({
+      serial: a.serial,
+      alreadyRevoked: false,
+      crlPath: join(d, 'ca.crl'),
+      crlNumber: '1',
+    });
+    expect(Math.abs(first.nextUpdate!.getTime() - (Date.now() + 90 * DAY))).toBeLessThan(120_000);
+    expect((await revoke({ dir: d, serial: b.serial })).crlNumber).toBe('2');
+
+    const pem = readFileSync(join(d, 'ca.crl'), 'utf8');
+    expect(pem).toMatch(/^-----BEGIN X509 CRL-----\n/);
+    const crl = new x509.X509Crl(pem);
+    const ca = cert(join(d, 'ca.crt'));
+    expect(crl.version).toBe(1); // v2
+    expect(crl.issuer).toBe(ca.subject);
+    expect(await crl.verify({ publicKey: ca })).toBe(true);
+    expect(crl.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId).toBe(
+      ca.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId,
+    );
+    expect(crl.thisUpdate.getTime()).toBeLessThanOrEqual(Date.now());
+    expect(crl.entries.map((e) => e.serialNumber)).toEqual([a.serial, b.serial]);
+    expect(crl.entries[0]!.reason).toBe(x509.X509CrlReason.keyCompromise);
+    expect(crl.entries[1]!.reason).toBeUndefined(); // unspecified: the extension is left out (RFC 5280)
+    for (const e of crl.entries) expect(e.revocationDate.getTime()).toBeGreaterThanOrEqual(t0);
+    expect(mode(join(d, 'ca.crl'))).toBe(0o644);
+
+    const caFile = join(d, 'ca.crt');
+    const text = openssl(['crl', '-in', join(d, 'ca.crl'), '-CAfile', caFile, '-noout', '-text']);
+    expect(text).toMatch(/Version 2/);
+    expect(text).toMatch(/X509v3 CRL Number:\s+2\n/);
+    expect(text).toMatch(/X509v3 Authority Key Identifier/);
+    expect(text).toMatch(/Key Compromise/);
+    // `openssl crl -CAfile` exits 0 either way and says "verify OK" or "verify failure" on stderr.
+    const checked = spawnSync('openssl', ['crl', '-in', join(d, 'ca.crl'), '-CAfile', caFile, '-noout'], {
+      encoding: 'utf8',
+    });
+    expect(checked.stderr.trim()).toBe('verify OK');
+
+    const verify = (c: string) => [
+      'verify',
+      '-crl_check',
+      '-CAfile',
+      caFile,
+      '-CRLfile',
+      join(d, 'ca.crl'),
+      c,
+    ];
+    expect(() => openssl(verify(a.certPath))).toThrow(/certificate revoked/);
+    const c = await issueClient({ dir: d, user: 'c' });
+    expect(openssl(verify(c.certPath))).toMatch(/OK/);
+    await expect(revoke({ dir: d, serial: c.serial, reason: 'because' })).rejects.toThrow(
+      /Reason "because" is not a revocation reason/,
+    );
+  });
+
+  it('keeps the first revocation date of a serial, and a serial removed from revoked.txt by hand stays revoked', async () => {
+    const d = join(root, 'crl-dates');
+    await initCa({ dir: d });
+    writeFileSync(join(d, 'revoked.txt'), 'aa  # revoked 2020-01-02T03:04:05.000Z superseded\nBB\n');
+    const one = await refreshCrl({ dir: d });
+    expect(one.entries).toEqual([
+      { serial: 'aa', revokedAt: new Date('2020-01-02T03:04:05Z'), reason: 'superseded' },
+      { serial: 'bb', revokedAt: expect.any(Date) },
+    ]);
+    // An older jth wrote bare serials: the dates then come from the CRL before.
+    writeFileSync(join(d, 'revoked.txt'), 'aa\n');
+    const two = await refreshCrl({ dir: d });
+    expect(two.crlNumber).toBe('2');
+    expect(two.entries).toEqual(one.entries);
+  });
+
+  it('a revoke without ca.key changes nothing and says how to proceed; crl: false only adds to the deny list', async () => {
+    const d = join(root, 'crl-nokey');
+    await initCa({ dir: d });
+    rmSync(join(d, 'ca.key'));
+    await expect(revoke({ dir: d, serial: 'abc' })).rejects.toMatchObject({
+      message: expect.stringMatching(/ca\.key is missing/),
+      hint: expect.stringMatching(/--deny-only/),
+    });
+    expect(readdirSync(d).sort()).toEqual(['ca.crt']);
+    expect(await revoke({ dir: d, serial: 'abc', crl: false })).toEqual({
+      serial: 'abc',
+      alreadyRevoked: false,
+      revokedPath: join(d, 'revoked.txt'),
+    });
+    expect(readRevoked(d)).toEqual(new Set(['abc']));
+    expect(readdirSync(d).sort()).toEqual(['ca.crt', 'revoked.txt']);
+    await expect(refreshCrl({ dir: d })).rejects.toThrow(/ca\.key is missing/);
+  });
+
+  it('a CRL past the 10,000 ASN.1 nodes asn1js accepts by default (1,500 entries with reasons) still parses', async () => {
+    const d = join(root, 'crl-big');
+    await initCa({ dir: d });
+    const lines = Array.from(
+      { length: 1500 },
+      (_, i) => `${(0x4000_0000 + i).toString(16)}  # revoked 2025-01-01T00:00:00.000Z superseded`,
+    );
+    writeFileSync(join(d, 'revoked.txt'), `${lines.join('\n')}\n`);
+    const info = await refreshCrl({ dir: d });
+    expect(info).toMatchObject({ state: 'ok', revoked: 1500 });
+    expect((await crlStatus({ dir: d })).revoked).toBe(1500);
+    const text = openssl(['crl', '-in', join(d, 'ca.crl'), '-noout', '-text']);
+    expect(text.match(/Serial Number:/g)).toHaveLength(1500);
+  });
+
+  it('crlStatus tells absent, ok, expiring, expired, not-yet-valid and invalid apart', async () => {
+    const d = join(root, 'crl-states');
+    await initCa({ dir: d });
+    expect(await crlStatus({ dir: d })).toMatchObject({ state: 'absent', revoked: 0 });
+    expect((await refreshCrl({ dir: d })).state).toBe('ok');
+    const at = (from: number, to: number) =>
+      refreshCrl({ dir: d, thisUpdate: new Date(Date.now() + from), nextUpdate: new Date(Date.now() + to) });
+    expect((await at(-80 * DAY, 10 * DAY)).state).toBe('expiring');
+    expect((await at(-2 * DAY, -DAY)).state).toBe('expired');
+    expect((await at(DAY, 2 * DAY)).state).toBe('not-yet-valid');
+    expect((await at(-DAY, 6 * DAY)).state).toBe('ok'); // a week-long CRL is expiring in its last quarter only
+    expect((await at(-6 * DAY, DAY)).state).toBe('expiring');
+    writeFileSync(join(d, 'ca.crl'), 'not a crl');
+    expect(await crlStatus({ dir: d })).toMatchObject({
+      state: 'invalid',
+      error: expect.stringMatching(/not a CRL/),
+    });
+  });
+
+  it('initCa with force re-signs an existing CRL with the new CA, whose number starts again', async () => {
+    const d = join(root, 'crl-reinit');
+    await initCa({ dir: d });
+    await revoke({ dir: d, serial: 'abc' });
+    await revoke({ dir: d, serial: 'abd' });
+    await initCa({ dir: d, force: true });
+    const after = await crlStatus({ dir: d });
+    expect(after).toMatchObject({ state: 'ok', crlNumber: '1', revoked: 2 });
+    expect(
+      openssl(['crl', '-in', join(d, 'ca.crl'), '-CAfile', join(d, 'ca.crt'), '-noout', '-text']),
+    ).toMatch(/CRL Number/);
+  });
+
+  it('ensureDevPki re-signs a CRL that is expiring, and leaves a fresh one alone', async () => {
+    const d = join(root, 'crl-dev');
+    const spec = { dir: d, hosts: ['localhost'], ips: [], users: [] };
+    await ensureDevPki(spec);
+    await revoke({ dir: d, serial: 'abc' });
+    expect(await ensureDevPki(spec)).toEqual({ created: [] });
+    await refreshCrl({
+      dir: d,
+      thisUpdate: new Date(Date.now() - 85 * DAY),
+      nextUpdate: new Date(Date.now() + DAY),
+    });
+    expect(await ensureDevPki(spec)).toEqual({ created: ['crl'] });
+    expect(await crlStatus({ dir: d })).toMatchObject({ state: 'ok', crlNumber: '3', revoked: 1 });
   });
 });
 
@@ -271,12 +445,13 @@ describe('ensureDevPki and tlsServerOptions', () => {
     await ensureDevPki({ dir: d, hosts: ['localhost'], ips: [], users: [] });
     const caKey = readFileSync(join(d, 'ca.key'));
     rmSync(join(d, 'ca.key'));
-    const o = tlsServerOptions({ dir: d });
+    const o = await tlsServerOptions({ dir: d });
     expect(o).toMatchObject({ requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' });
+    expect(o.crl).toBeUndefined(); // no CRL yet: nothing to check, and nothing breaks
     expect(o.key.equals(readFileSync(join(d, 'server.key')))).toBe(true);
     expect(o.ca.equals(readFileSync(join(d, 'ca.crt')))).toBe(true);
     expect([o.key, o.cert, o.ca].some((b) => b.equals(caKey))).toBe(false);
     rmSync(join(d, 'server.key'));
-    expect(() => tlsServerOptions({ dir: d })).toThrow(/Cannot read ".*server\.key"/);
+    await expect(tlsServerOptions({ dir: d })).rejects.toThrow(/Cannot read ".*server\.key"/);
   });
 });

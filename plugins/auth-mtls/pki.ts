@@ -1,11 +1,12 @@
 /**
  * @module
  * A small PKI for jth's mutual TLS: one self-signed CA, one server certificate, one client certificate
- * per user, and a deny list of revoked serials. Keys and signatures come from WebCrypto through
- * @peculiar/x509; node-forge only packs PKCS#12 files. Everything is PEM on disk, keys mode 0600.
+ * per user, and revocation twice over: a deny list of serials and a CRL signed by the CA. Keys and
+ * signatures come from WebCrypto through @peculiar/x509; node-forge only packs PKCS#12 files and
+ * encodes the CRL number. Everything is PEM on disk, keys mode 0600.
  *
  * Layout under `dir`: `ca.crt`, `ca.key`, `server.crt`, `server.key`, `clients/<user>.crt`,
- * `clients/<user>.key`, `clients/<user>.p12`, `revoked.txt`.
+ * `clients/<user>.key`, `clients/<user>.p12`, `revoked.txt`, `ca.crl`.
  */
 import { createPrivateKey, randomBytes, type webcrypto } from 'node:crypto';
 import { isIP } from 'node:net';
@@ -20,7 +21,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { x509 } from './_x509.ts';
 import { ErrorCode, JthError } from '../../core/errors.ts';
 import { pkcs12 } from './_p12.ts';
@@ -35,8 +36,33 @@ import {
   type CertFacts,
 } from './_identity.ts';
 
+import {
+  buildCrl,
+  crlTiming,
+  type LoadedCrl,
+  parseCrl,
+  REVOCATION_REASONS,
+  type RevocationReason,
+  type RevokedEntry,
+} from './_crl.ts';
+import { parseRevoked, parseRevokedEntries, revokedLine } from './_revocation.ts';
+import type { CrlState } from './_tls.ts';
+
 export { certFacts, identityOf, normalizeSerial, ROLE_URN, USER_NAME, USER_URN } from './_identity.ts';
 export type { CertFacts, IdentityClaim, Role } from './_identity.ts';
+export { REVOCATION_REASONS } from './_crl.ts';
+export type { RevocationReason, RevokedEntry } from './_crl.ts';
+export { parseRevoked, parseRevokedEntries } from './_revocation.ts';
+export { serverTls, tlsServerOptions } from './_tls.ts';
+export type {
+  AttachOptions,
+  CrlState,
+  RevocationStatus,
+  ServerTls,
+  ServerTlsOptions,
+  TlsReload,
+  TlsServerOptions,
+} from './_tls.ts';
 
 const PLUGIN = 'auth-mtls';
 const DAY_MS = 86_400_000;
@@ -175,12 +201,13 @@ function caPaths(dir: string): { cert: string; key: string } {
   return { cert: join(dir, 'ca.crt'), key: join(dir, 'ca.key') };
 }
 
-async function loadCa(dir: string): Promise<Ca> {
+async function loadCa(dir: string, options: { hint?: string } = {}): Promise<Ca> {
   const paths = caPaths(dir);
-  if (!existsSync(paths.cert) || !existsSync(paths.key)) {
+  const missing = [paths.cert, paths.key].filter((p) => !existsSync(p)).map((p) => basename(p));
+  if (missing.length) {
     throw badRequest(
-      `No CA in "${dir}": ca.crt or ca.key is missing`,
-      'Create one with `jth pki init --dir DIR`',
+      `No CA in "${dir}": ${missing.join(' and ')} ${missing.length > 1 ? 'are' : 'is'} missing`,
+      options.hint ?? 'Create one with `jth pki init --dir DIR`',
     );
   }
   const pem = readFileSync(paths.cert, 'utf8');
@@ -247,6 +274,8 @@ export async function initCa(options: InitCaOptions): Promise<Issued> {
   });
   writeAtomic(paths.key, (await privateKeyPem(keys.privateKey)).pem, { mode: 0o600 });
   writeAtomic(paths.cert, cert.toString('pem'), { mode: 0o644 });
+  // A CRL signed by the CA just replaced would fail every handshake ("CRL signature failure").
+  if (existsSync(crlPath(dir))) await refreshCrl({ dir });
   return {
     serial,
     certPath: paths.cert,
@@ -463,17 +492,12 @@ export function revokedPath(dir: string): string {
   return join(dir, 'revoked.txt');
 }
 
-/** Parse a deny list: one serial a line (hex, colons allowed), `#` starts a comment. */
-export function parseRevoked(text: string): Set<string> {
-  const out = new Set<string>();
-  for (const line of text.split('\n')) {
-    const s = line.replace(/#.*/, '').trim();
-    if (s) out.add(normalizeSerial(s));
-  }
-  return out;
+/** The CRL's path in a PKI dir, next to `ca.crt`. */
+export function crlPath(dir: string): string {
+  return join(dir, 'ca.crl');
 }
 
-/** The revoked serials of a PKI dir; empty when there is no `revoked.txt`. */
+/** The revoked serials of a PKI dir's deny list; empty when there is no `revoked.txt`. */
 export function readRevoked(dir: string): Set<string> {
   try {
     return parseRevoked(readFileSync(revokedPath(dir), 'utf8'));
@@ -483,20 +507,91 @@ export function readRevoked(dir: string): Set<string> {
   }
 }
 
-/** Add `serial` to `revoked.txt` (written whole to a temp file, then renamed: readers never see half). */
-export async function revoke(options: {
-  dir: string;
-  serial: string;
-}): Promise<{ serial: string; revokedPath: string; alreadyRevoked: boolean }> {
-  const serial = normalizeSerial(options.serial);
-  if (!/^[0-9a-f]{1,40}$/.test(serial)) {
+/**
+ * How long a CRL is valid, in days. Past its nextUpdate OpenSSL refuses every handshake, so jth holds
+ * an expired CRL back from TLS (its serials still refused by the hook) and warns 14 days ahead; each
+ * `revoke` and `jth pki crl --refresh` signs a new one.
+ */
+export const CRL_DAYS = 90;
+
+function checkSerial(serial: string): string {
+  const s = normalizeSerial(serial);
+  if (!/^[0-9a-f]{1,40}$/.test(s)) {
     throw badRequest(
-      `Serial "${options.serial}" is not a hex serial number`,
+      `Serial "${serial}" is not a hex serial number`,
       'Copy it from `openssl x509 -noout -serial -in CERT` or from the output of `jth pki client`',
     );
   }
-  const path = revokedPath(options.dir);
-  return withLock(`${path}.lock`, () => addSerial(path, serial));
+  return s;
+}
+
+/** Check a revocation reason (RFC 5280 names, case-insensitive). */
+export function parseReason(reason: string): RevocationReason {
+  const found = REVOCATION_REASONS.find((r) => r.toLowerCase() === reason.toLowerCase());
+  if (!found) {
+    throw badRequest(
+      `Reason "${reason}" is not a revocation reason`,
+      `Use one of ${REVOCATION_REASONS.join(', ')}`,
+    );
+  }
+  return found;
+}
+
+/** Options of {@link revoke}. */
+export interface RevokeOptions {
+  dir: string;
+  /** Hex, colons and upper case allowed. */
+  serial: string;
+  /** An RFC 5280 reason, written to the deny list and the CRL entry. @default 'unspecified' */
+  reason?: string;
+  /**
+   * Also sign a new CRL, which needs `ca.key`. `false` only adds to the deny list, for a host that has
+   * no CA key (the CRL then lags until `jth pki crl --refresh` runs where the key is). @default true
+   */
+  crl?: boolean;
+  /** Validity of the new CRL. @default 90 */
+  days?: number;
+}
+
+/** What {@link revoke} did. */
+export interface Revoked {
+  serial: string;
+  alreadyRevoked: boolean;
+  revokedPath: string;
+  /** The CRL signed; absent with `crl: false`. */
+  crlPath?: string;
+  crlNumber?: string;
+  nextUpdate?: Date;
+}
+
+/**
+ * Revoke a certificate: add its serial to `revoked.txt` with the date and reason, then sign a new
+ * `ca.crl` listing every revoked serial. Both files are written whole to a temp file and renamed, under
+ * a lock, so concurrent revokes are not lost and readers never see half a file. The CA key is loaded
+ * before anything is written: a revoke that cannot sign the CRL changes nothing.
+ */
+export async function revoke(options: RevokeOptions): Promise<Revoked> {
+  const { dir, crl = true } = options;
+  const serial = checkSerial(options.serial);
+  const reason = parseReason(options.reason ?? 'unspecified');
+  const days = validDays(options.days ?? CRL_DAYS, 'CRL');
+  const ca = crl
+    ? await loadCa(dir, {
+        hint: 'Revoke where ca.key is (it signs the CRL), or pass --deny-only to add the serial to revoked.txt only',
+      })
+    : null;
+  const path = revokedPath(dir);
+  return withLock(`${path}.lock`, async () => {
+    const added = addSerial(path, { serial, revokedAt: new Date(), reason });
+    if (!ca) return added;
+    const signed = await signCrl(dir, ca, { days });
+    return {
+      ...added,
+      crlPath: signed.crlPath,
+      ...(signed.crlNumber ? { crlNumber: signed.crlNumber } : {}),
+      ...(signed.nextUpdate ? { nextUpdate: signed.nextUpdate } : {}),
+    };
+  });
 }
 
 /** How long a lock may be held before another writer takes it over (a crashed writer left it). */
@@ -504,9 +599,9 @@ const STALE_LOCK_MS = 10_000;
 
 /**
  * Run `fn` holding a lock file, so two concurrent revokes cannot both read the old list and one lose
- * its serial. The lock is created with O_EXCL; waiters poll.
+ * its serial, nor two CRLs get the same number. The lock is created with O_EXCL; waiters poll.
  */
-async function withLock<T>(lock: string, fn: () => T): Promise<T> {
+async function withLock<T>(lock: string, fn: () => Promise<T> | T): Promise<T> {
   for (let i = 0; ; i++) {
     try {
       closeSync(openSync(lock, 'wx', 0o600));
@@ -524,26 +619,132 @@ async function withLock<T>(lock: string, fn: () => T): Promise<T> {
     }
   }
   try {
-    return fn();
+    return await fn();
   } finally {
     rmSync(lock, { force: true });
   }
 }
 
+function readText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
+    throw err;
+  }
+}
+
 function addSerial(
   path: string,
-  serial: string,
+  entry: RevokedEntry,
 ): { serial: string; revokedPath: string; alreadyRevoked: boolean } {
-  let text = '';
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
+  const { serial } = entry;
+  let text = readText(path);
   if (parseRevoked(text).has(serial)) return { serial, revokedPath: path, alreadyRevoked: true };
   if (text && !text.endsWith('\n')) text += '\n';
-  writeAtomic(path, `${text}${serial}\n`, { mode: 0o644 });
+  writeAtomic(path, `${text}${revokedLine(entry)}\n`, { mode: 0o644 });
   return { serial, revokedPath: path, alreadyRevoked: false };
+}
+
+/** A PKI dir's CRL as `jth pki crl` shows it. */
+export interface CrlInfo {
+  crlPath: string;
+  /** `absent`, `invalid`, or how usable it is now: `ok`, `expiring`, `expired`, `not-yet-valid`. */
+  state: CrlState;
+  crlNumber?: string;
+  thisUpdate?: Date;
+  nextUpdate?: Date;
+  /** How many serials it lists. */
+  revoked: number;
+  entries: RevokedEntry[];
+  /** Why an `invalid` CRL cannot be used. */
+  error?: string;
+}
+
+function crlInfo(path: string, crl: LoadedCrl, now: number): CrlInfo {
+  return {
+    crlPath: path,
+    state: crlTiming(crl, now),
+    ...(crl.number !== undefined ? { crlNumber: crl.number } : {}),
+    thisUpdate: crl.thisUpdate,
+    ...(crl.nextUpdate ? { nextUpdate: crl.nextUpdate } : {}),
+    revoked: crl.entries.length,
+    entries: crl.entries,
+  };
+}
+
+/** Read a PKI dir's CRL and check it against `ca.crt`. Never throws for a bad CRL: it is `invalid`. */
+export async function crlStatus(options: { dir: string }): Promise<CrlInfo> {
+  const path = crlPath(options.dir);
+  const pem = readText(path);
+  if (!pem) return { crlPath: path, state: 'absent', revoked: 0, entries: [] };
+  try {
+    return crlInfo(path, await parseCrl(pem, readFileSync(caPaths(options.dir).cert, 'utf8')), Date.now());
+  } catch (err) {
+    return { crlPath: path, state: 'invalid', revoked: 0, entries: [], error: (err as Error).message };
+  }
+}
+
+/** Options of {@link refreshCrl}. */
+export interface RefreshCrlOptions {
+  dir: string;
+  /** @default 90 */
+  days?: number;
+  /** Overrides the CRL's thisUpdate (tests use it for a CRL not valid yet). */
+  thisUpdate?: Date;
+  /** Overrides its nextUpdate (tests use it for an expired CRL). */
+  nextUpdate?: Date;
+}
+
+/** Sign a new `ca.crl` from the deny list (and the CRL before it), with the next CRL number. Needs ca.key. */
+export async function refreshCrl(options: RefreshCrlOptions): Promise<CrlInfo> {
+  const { dir } = options;
+  const days = validDays(options.days ?? CRL_DAYS, 'CRL');
+  const ca = await loadCa(dir, { hint: 'Sign the CRL where ca.key is' });
+  return withLock(`${revokedPath(dir)}.lock`, () => signCrl(dir, ca, { ...options, days }));
+}
+
+/**
+ * Sign the CRL, holding the lock. It lists every serial of the deny list and every entry of the CRL
+ * before it (a serial removed from revoked.txt by hand stays revoked: revocation is final), each with
+ * the first revocation date known, and the previous CRL number plus one. A previous CRL that the
+ * current CA did not sign (an old CA's) is ignored.
+ */
+async function signCrl(
+  dir: string,
+  ca: Ca,
+  options: { days: number; thisUpdate?: Date; nextUpdate?: Date },
+): Promise<CrlInfo> {
+  const path = crlPath(dir);
+  const now = Date.now();
+  const oldPem = readText(path);
+  const old = oldPem ? await parseCrl(oldPem, ca.pem).catch(() => null) : null;
+  const byDeny = parseRevokedEntries(readText(revokedPath(dir)));
+  const entries = new Map<string, RevokedEntry>();
+  for (const e of old?.entries ?? []) entries.set(e.serial, e);
+  for (const [serial, e] of byDeny) {
+    const before = entries.get(serial);
+    const reason = e.reason ?? before?.reason;
+    entries.set(serial, {
+      serial,
+      revokedAt: e.revokedAt ?? before?.revokedAt ?? new Date(now),
+      ...(reason ? { reason } : {}),
+    });
+  }
+  const sorted = [...entries.values()].sort(
+    (a, b) => a.revokedAt.getTime() - b.revokedAt.getTime() || a.serial.localeCompare(b.serial),
+  );
+  const pem = await buildCrl({
+    ca: ca.cert,
+    signingKey: ca.key,
+    signingAlgorithm: algorithms(ca.keyType).sign,
+    entries: sorted,
+    number: (old?.number ? BigInt(old.number) : 0n) + 1n,
+    thisUpdate: options.thisUpdate ?? new Date(now - BACKDATE_MS),
+    nextUpdate: options.nextUpdate ?? new Date(now + options.days * DAY_MS),
+  });
+  writeAtomic(path, pem, { mode: 0o644 });
+  return crlInfo(path, await parseCrl(pem, ca.pem), now);
 }
 
 /** Parse a certificate file (PEM) into the facts jth looks at. */
@@ -584,7 +785,8 @@ async function stale(
 /**
  * Make sure a development PKI exists: a CA, a server certificate covering `hosts` and `ips`, and a
  * client certificate per user. Idempotent: only what is missing, expiring within a day, issued by
- * another CA, or (for the server) missing a name is (re)issued.
+ * another CA, or (for the server) missing a name is (re)issued; a CRL, when there is one, is re-signed
+ * when it expires within 14 days or cannot be used.
  */
 export async function ensureDevPki(options: EnsureDevPkiOptions): Promise<EnsuredDevPki> {
   const { dir, hosts, ips, users } = options;
@@ -615,48 +817,15 @@ export async function ensureDevPki(options: EnsureDevPkiOptions): Promise<Ensure
       created.push(`client ${user}`);
     }
   }
-  return { created };
-}
-
-/** TLS options for jth's server, as `https.createServer` and `tls.createServer` take them. */
-export interface TlsServerOptions {
-  key: Buffer;
-  cert: Buffer;
-  ca: Buffer;
-  requestCert: true;
-  rejectUnauthorized: true;
-  minVersion: 'TLSv1.3';
-}
-
-/**
- * The server's TLS options from a PKI dir. Reads `server.key`, `server.crt` and `ca.crt` only: the CA
- * key can stay offline. Every client must present a certificate chaining to the CA over TLS 1.3.
- */
-export function tlsServerOptions(options: { dir: string }): TlsServerOptions {
-  const { dir } = options;
-  const read = (name: string, hint: string): Buffer => {
-    try {
-      return readFileSync(join(dir, name));
-    } catch (err) {
-      throw new JthError(
-        ErrorCode.CONFIG_INVALID,
-        `Cannot read "${join(dir, name)}": ${(err as Error).message}`,
-        {
-          plugin: PLUGIN,
-          hint,
-          cause: err,
-        },
-      );
+  // A dev server has its CA key at hand: re-sign a CRL before it expires rather than warn about it.
+  if (existsSync(ca.key) && existsSync(crlPath(dir))) {
+    const { state } = await crlStatus({ dir });
+    if (state !== 'ok') {
+      await refreshCrl({ dir });
+      created.push('crl');
     }
-  };
-  return {
-    key: read('server.key', 'Issue one with `jth pki server --dir DIR --host NAME`'),
-    cert: read('server.crt', 'Issue one with `jth pki server --dir DIR --host NAME`'),
-    ca: read('ca.crt', 'Create the CA with `jth pki init --dir DIR`'),
-    requestCert: true,
-    rejectUnauthorized: true,
-    minVersion: 'TLSv1.3',
-  };
+  }
+  return { created };
 }
 
 /** TLS options for a client (the CLI): its certificate and key, and the CA that signed the server. */

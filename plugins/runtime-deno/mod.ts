@@ -10,9 +10,9 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { definePlugin } from '../../core/types.ts';
-import type { ExecuteResult, Plugin } from '../../core/types.ts';
-import { harnessEnv, runtimeBinds } from '../runtime-node/mod.ts';
-import { runJob } from '../runtime-node/spawn.ts';
+import type { ExecuteResult, Plugin, RuntimeInfo } from '../../core/types.ts';
+import { BUNDLE_EXTENSIONS, harnessEnv, runtimeBinds } from '../runtime-node/mod.ts';
+import { runJob, writeHarness } from '../runtime-node/spawn.ts';
 
 export interface RuntimeDenoOptions {
   /**
@@ -77,9 +77,16 @@ export default definePlugin<RuntimeDenoOptions>({
   options,
   create(opts): Plugin {
     const binds = runtimeBinds(opts.denoPath);
+    const runtime: RuntimeInfo = {
+      name: opts.runtime,
+      upload: 'bundle',
+      extensions: BUNDLE_EXTENSIONS,
+      description: 'Deno: JavaScript and TypeScript, bundled into one ES module by the CLI',
+    };
     return {
       name: 'runtime-deno',
       apiVersion: 1,
+      runtimes: [runtime],
       execute: async function executeDeno(ctx): Promise<ExecuteResult | null> {
         if (ctx.job.runtime !== opts.runtime) return null;
         const { paths } = ctx.plan;
@@ -108,6 +115,7 @@ export default definePlugin<RuntimeDenoOptions>({
           ...(ctx.job.network ? ['--allow-net'] : []),
           `${paths.app}/harness.mjs`,
         ];
+        await writeHarness(ctx.plan);
         return runJob(ctx, { plugin: 'runtime-deno', argv, env, binds });
       },
     };

@@ -8,8 +8,8 @@ import { realpathSync } from 'node:fs';
 import { z } from 'zod';
 import { jobEnv } from '../../core/launch.ts';
 import { definePlugin } from '../../core/types.ts';
-import type { Bind, ExecuteContext, ExecuteResult, Plugin } from '../../core/types.ts';
-import { runJob } from './spawn.ts';
+import type { Bind, ExecuteContext, ExecuteResult, Plugin, RuntimeInfo } from '../../core/types.ts';
+import { runJob, writeHarness } from './spawn.ts';
 
 export interface RuntimeNodeOptions {
   /**
@@ -43,6 +43,12 @@ export function runtimeBinds(binary: string): Bind[] {
     .map((source) => ({ source, readOnly: true }));
 }
 
+/**
+ * The entry file extensions that the CLI bundles with esbuild into one ES module (`upload: 'bundle'`):
+ * what the Node and Deno runtimes take.
+ */
+export const BUNDLE_EXTENSIONS = ['.ts', '.mts', '.cts', '.tsx', '.js', '.mjs', '.cjs', '.jsx'];
+
 /** The env of a job plus the request of a fetch invocation. */
 export function harnessEnv(ctx: ExecuteContext): Record<string, string> {
   const env = jobEnv(ctx.job, ctx.plan);
@@ -56,11 +62,19 @@ export default definePlugin<RuntimeNodeOptions>({
   options,
   create(opts): Plugin {
     const binds = runtimeBinds(opts.nodePath);
+    const runtime: RuntimeInfo = {
+      name: opts.runtime,
+      upload: 'bundle',
+      extensions: BUNDLE_EXTENSIONS,
+      description: 'Node.js: JavaScript and TypeScript, bundled into one ES module by the CLI',
+    };
     return {
       name: 'runtime-node',
       apiVersion: 1,
+      runtimes: [runtime],
       execute: async function executeNode(ctx): Promise<ExecuteResult | null> {
         if (ctx.job.runtime !== opts.runtime) return null;
+        await writeHarness(ctx.plan);
         return runJob(ctx, {
           plugin: 'runtime-node',
           argv: [opts.nodePath, '--enable-source-maps', `${ctx.plan.paths.app}/harness.mjs`],

@@ -1,9 +1,11 @@
 /**
  * @module
- * Starting a job's process and seeing it through to the end, shared by the Node and Deno runtimes:
- * the harness is written next to the bundle, the command is wrapped by the isolation layers, output is
- * piped to the sink with backpressure, and before returning every process of the job is dead (killers,
- * then the process group, then a sweep for strays), so `collect` always sees a finished job.
+ * Starting a job's process and seeing it through to the end, for any runtime (Node, Deno, and
+ * third-party ones such as examples/plugins/runtime-python): the command is wrapped by the isolation
+ * layers, the job's data goes to its stdin, output is piped to the sink with backpressure, and before
+ * returning every process of the job is dead (killers, then the process group, then a sweep for
+ * strays), so `collect` always sees a finished job. The JavaScript harness is the Node and Deno
+ * runtimes' own business: they write it with {@link writeHarness} before {@link runJob}.
  */
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
@@ -25,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { type BuildOptions, build } from 'esbuild';
 import { ErrorCode, JthError } from '../../core/errors.ts';
 import { buildCommand } from '../../core/launch.ts';
-import type { Bind, ExecuteContext, ExecuteResult, FunctionResult } from '../../core/types.ts';
+import type { Bind, ExecuteContext, ExecuteResult, FunctionResult, LaunchPlan } from '../../core/types.ts';
 
 /** Largest result file read back, in bytes: an 8 MiB body in base64 plus headers fits. */
 export const MAX_RESULT_FILE_BYTES = 12 * 1024 * 1024;
@@ -63,6 +65,11 @@ export function harnessSource(): Promise<string> {
     harnessCache = undefined;
   });
   return harnessCache;
+}
+
+/** Write the harness next to the bundle in the job's app dir, where the Node and Deno runtimes run it. */
+export async function writeHarness(plan: LaunchPlan): Promise<void> {
+  writeFileSync(`${plan.hostPaths.app}/harness.mjs`, await harnessSource(), { mode: 0o644 });
 }
 
 export interface RunOptions {
@@ -237,7 +244,6 @@ function badResult(message: string): FunctionResult {
  */
 export async function runJob(ctx: ExecuteContext, options: RunOptions): Promise<ExecuteResult> {
   const { plan, job } = ctx;
-  writeFileSync(`${plan.hostPaths.app}/harness.mjs`, await harnessSource(), { mode: 0o644 });
   const cmd = buildCommand(plan, { argv: options.argv, env: options.env, binds: options.binds ?? [] });
 
   const child = spawn(cmd.argv[0]!, cmd.argv.slice(1), {

@@ -6,9 +6,10 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../../server/config.ts';
-import { makeJobDir, runWrapped, testIsolationPlugin, testJob } from '../../../test/conformance/mod.ts';
+import { makeJobDir, runWrapped, testIsolationPlugin, testJob } from '../../../conformance/mod.ts';
 import rlimits, { prlimitArgs } from './mod.ts';
 import { silentLogger } from '../../../core/log.ts';
 import { createPlugin } from '../../../core/plugins.ts';
@@ -56,13 +57,15 @@ describe('example-rlimits', () => {
     const file = path.join(dir, 'jth.config.json');
     writeFileSync(
       file,
-      JSON.stringify({ plugins: [[path.resolve(import.meta.dirname, 'mod.ts'), { nofile: 128 }]] }),
+      JSON.stringify({ plugins: [[fileURLToPath(new URL('./mod.ts', import.meta.url)), { nofile: 128 }]] }),
     );
     const cfg = await loadConfig(file, { log: silentLogger });
     expect(cfg.plugins.map((p) => p.name)).toEqual(['example-rlimits']);
     writeFileSync(
       file,
-      JSON.stringify({ plugins: [[path.resolve(import.meta.dirname, 'mod.ts'), { nofile: 'lots' }]] }),
+      JSON.stringify({
+        plugins: [[fileURLToPath(new URL('./mod.ts', import.meta.url)), { nofile: 'lots' }]],
+      }),
     );
     await expect(loadConfig(file, { log: silentLogger })).rejects.toThrow(/options\.nofile is invalid/);
     rmSync(dir, { recursive: true, force: true });

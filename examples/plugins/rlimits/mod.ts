@@ -2,14 +2,14 @@
  * @module
  * An example third-party jth plugin, kept outside `plugins/`: a per-job rlimits isolate step. It wraps
  * the job's command with util-linux `prlimit`, so the limits are set before the job's first
- * instruction and inherited by everything it starts. Load it from config by path:
+ * instruction and inherited by everything it starts. In your own package, import from 'jth/core' instead
+ * of the relative path below. Load it from config by path:
  *
  *     { "plugins": ["isolation-cgroup", ["./examples/plugins/rlimits/mod.ts", { "nofile": 128 }], ...] }
  */
 import { existsSync } from 'node:fs';
 import { z } from 'zod';
-import { ErrorCode, JthError } from '../../../core/errors.ts';
-import { definePlugin } from '../../../core/types.ts';
+import { definePlugin, ErrorCode, JthError } from '../../../core/mod.ts';
 
 /** Options of the rlimits plugin. */
 export interface RlimitsOptions {
