@@ -41,6 +41,8 @@ interface Sandbox extends Prestarted {
   shape: JobShape;
   /** Set once it is claimed or torn down: it can never be handed out again. */
   gone: boolean;
+  /** Set once its undos ran: a later undo runs at once. */
+  tornDown: boolean;
 }
 
 export interface PoolStats {
@@ -226,6 +228,7 @@ export class Pool {
       scratch: createScratch(),
       undos: [],
       gone: false,
+      tornDown: false,
     };
     const runtime = runtimePlugin(driver, shape.runtime)!;
     const order = [...driver.with('prestart').filter((p) => p !== runtime && !p.runtimes), runtime];
@@ -241,12 +244,7 @@ export class Pool {
             log: log.child({ sandbox: id }),
             scratch: sandbox.scratch,
             signal: this.#abort.signal,
-            defer: (fn, label) =>
-              sandbox.undos.push({
-                plugin: plugin.name,
-                label: label ?? `undo #${sandbox.undos.length + 1}`,
-                fn,
-              }),
+            defer: (fn, label) => this.#defer(sandbox, { plugin: plugin.name, label: label ?? 'undo', fn }),
             lost: (reason) => void this.#lose(key, sandbox, reason),
           },
         ]);
@@ -288,9 +286,26 @@ export class Pool {
     this.#fill();
   }
 
+  /**
+   * Keep an undo with its sandbox; once the sandbox is torn down (a prestart that overran its timeout
+   * and resumed later, say), run it at once, so nothing it took is left behind.
+   */
+  #defer(sandbox: Sandbox, undo: Undo): void {
+    if (!sandbox.tornDown) {
+      sandbox.undos.push(undo);
+      return;
+    }
+    void Promise.resolve()
+      .then(undo.fn)
+      .catch((err) =>
+        this.#o.log.error({ err, sandbox: sandbox.id, undo: undo.label }, 'Sandbox undo failed'),
+      );
+  }
+
   /** Run a sandbox's undos in reverse, each once; failures are logged, never thrown. */
   async #teardown(sandbox: Sandbox, why: string): Promise<void> {
     sandbox.gone = true;
+    sandbox.tornDown = true;
     const undos: Undo[] = sandbox.undos.splice(0);
     while (undos.length) {
       const undo = undos.pop()!;

@@ -149,6 +149,36 @@ export const configSchema = z
     /** Plugins by built-in short name, package name or path, each optionally with options. */
     plugins: z.array(pluginEntry).optional(),
     /**
+     * Pre-started sandboxes: each one isolated, with its own uid, work dir and a started runtime that
+     * waits for its job. A job of a pooled shape claims one (it serves that job only); other jobs start
+     * cold. `false` turns the pool off. @default { size: 2 } (every runtime, no network, default disk)
+     */
+    pool: z
+      .union([
+        z.literal(false),
+        z
+          .object({
+            /** Sandboxes kept ready per shape. @default 2 */
+            size: z.number().int().min(0).max(256).default(2),
+            /** The shapes to keep; each may set its own size. @default every runtime that can pre-start */
+            shapes: z
+              .array(
+                z
+                  .object({
+                    runtime: z.string().min(1),
+                    network: z.boolean().default(false),
+                    /** The work dir's size cap; jobs of another disk limit start cold. @default limits.defaults.disk */
+                    disk: bytes.optional(),
+                    size: z.number().int().min(0).max(256).optional(),
+                  })
+                  .strict(),
+              )
+              .optional(),
+          })
+          .strict(),
+      ])
+      .prefault({}),
+    /**
      * DANGEROUS. Start even when no plugin sandboxes jobs: they then run directly on the host as the
      * server's user (root, usually), and each job's notes say "not sandboxed". @default false
      */
@@ -207,6 +237,13 @@ export interface LoadedConfig {
   };
   plugins: Plugin[];
   allowUnsandboxed: boolean;
+  /** The pool's shapes and sizes as configured (defaults resolved by the server), or false. */
+  pool:
+    | false
+    | {
+        size: number;
+        shapes?: Array<{ runtime: string; network: boolean; diskBytes?: number; size?: number }>;
+      };
 }
 
 /** Read the raw config object from `file` (.json, .ts, .mts, .js, .mjs). */
@@ -468,6 +505,22 @@ export async function loadConfig(
     limits: { defaults, max, concurrency: cfg.limits.concurrency, total: cfg.limits.total, users },
     plugins: created.map((c) => c.plugin),
     allowUnsandboxed: cfg.allowUnsandboxed,
+    pool:
+      cfg.pool === false
+        ? false
+        : {
+            size: cfg.pool.size,
+            ...(cfg.pool.shapes
+              ? {
+                  shapes: cfg.pool.shapes.map((sh) => ({
+                    runtime: sh.runtime,
+                    network: sh.network,
+                    ...(sh.disk !== undefined ? { diskBytes: sh.disk } : {}),
+                    ...(sh.size !== undefined ? { size: sh.size } : {}),
+                  })),
+                }
+              : {}),
+          },
   };
 }
 

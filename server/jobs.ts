@@ -15,7 +15,18 @@ import type { PluginDriver } from '../core/driver.ts';
 import { ErrorCode, JthError } from '../core/errors.ts';
 import { DEFAULT_STOP_GRACE_MS, JobRun, type StateChange } from '../core/job.ts';
 import { isTerminal } from '../core/lifecycle.ts';
-import type { JobLimits, JobResult, JobSpec, Logger, Plugin, Principal, RuntimeInfo } from '../core/types.ts';
+import type { Pool } from '../core/pool.ts';
+import type {
+  JobLimits,
+  JobResult,
+  JobShape,
+  JobSpec,
+  LaunchPlan,
+  Logger,
+  Plugin,
+  Principal,
+  RuntimeInfo,
+} from '../core/types.ts';
 import { formatBytes, formatDuration } from '../core/units.ts';
 import type { LoadedConfig } from './config.ts';
 import { JobLog, sealLog } from './joblog.ts';
@@ -85,27 +96,42 @@ export function statePaths(stateDir: string) {
  * every other plugin, so its undo (removing the directory) runs after every other undo (e.g. unmounts).
  */
 export function workspacePlugin(files: Map<string, Record<string, Uint8Array>>): Plugin {
+  /** The job dir and its empty app, work, artifacts and tmp dirs; the dir's removal is the last undo. */
+  async function makeDirs(
+    plan: LaunchPlan,
+    defer: (fn: () => unknown, label?: string) => void,
+  ): Promise<void> {
+    const { jobDir, hostPaths } = plan;
+    // 0711: a sandboxed job's uid must traverse to its own app dir (bwrap binds it as that uid) but
+    // cannot list siblings; job ids are random, so other jobs' paths cannot be guessed.
+    await mkdir(jobDir, { mode: 0o711 });
+    defer(() => rm(jobDir, { recursive: true, force: true, maxRetries: 3 }), 'remove job dir');
+    await mkdir(hostPaths.app, { mode: 0o755 });
+    await mkdir(hostPaths.work, { mode: 0o755 });
+    // Without a sandbox there is no tmpfs: make the job's dirs here. With one, its mount hides these.
+    await mkdir(hostPaths.artifacts, { recursive: true });
+    await mkdir(hostPaths.tmp, { recursive: true });
+  }
+  /** The job's uploaded files into its app dir (read-only to the job). */
+  async function writeFiles(plan: LaunchPlan, id: string): Promise<void> {
+    for (const [name, bytes] of Object.entries(files.get(id) ?? {})) {
+      const file = path.join(plan.hostPaths.app, name);
+      await mkdir(path.dirname(file), { recursive: true, mode: 0o755 });
+      await writeFile(file, bytes, { mode: 0o644 });
+    }
+    files.delete(id);
+  }
   return {
     name: 'jth:workspace',
     apiVersion: 1,
     enforce: 'pre',
+    async prestart(ctx) {
+      await makeDirs(ctx.plan, ctx.defer);
+    },
     async isolate(ctx) {
-      const { jobDir, hostPaths } = ctx.plan;
-      // 0711: a sandboxed job's uid must traverse to its own app dir (bwrap binds it as that uid) but
-      // cannot list siblings; job ids are random, so other jobs' paths cannot be guessed.
-      await mkdir(jobDir, { mode: 0o711 });
-      ctx.defer(() => rm(jobDir, { recursive: true, force: true, maxRetries: 3 }), 'remove job dir');
-      await mkdir(hostPaths.app, { mode: 0o755 });
-      for (const [name, bytes] of Object.entries(files.get(ctx.job.id) ?? {})) {
-        const file = path.join(hostPaths.app, name);
-        await mkdir(path.dirname(file), { recursive: true, mode: 0o755 });
-        await writeFile(file, bytes, { mode: 0o644 });
-      }
-      files.delete(ctx.job.id);
-      await mkdir(hostPaths.work, { mode: 0o755 });
-      // Without a sandbox there is no tmpfs: make the job's dirs here. With one, its mount hides these.
-      await mkdir(hostPaths.artifacts, { recursive: true });
-      await mkdir(hostPaths.tmp, { recursive: true });
+      // A claimed sandbox has its dirs, and its runtime waits: only the job's files are missing.
+      if (!ctx.prestarted) await makeDirs(ctx.plan, ctx.defer);
+      await writeFiles(ctx.plan, ctx.job.id);
     },
   };
 }
@@ -120,6 +146,8 @@ export function policyPlugin(plugins: readonly Plugin[]): Plugin {
     name: 'jth:policy',
     apiVersion: 1,
     enforce: 'post',
+    // Nothing to take ahead of a job: its notes are written at claim, from the sandbox's plan.
+    prestart() {},
     isolate(ctx) {
       if (!ctx.plan.sandboxed) {
         ctx.plan.notes.push(
@@ -133,6 +161,16 @@ export function policyPlugin(plugins: readonly Plugin[]): Plugin {
       }
     },
   };
+}
+
+/** Variables that change how a runtime starts: they cannot reach a runtime that already has. */
+const RUNTIME_START_VARS = /^(NODE_|DENO_|V8_|UV_|LD_|MALLOC_|GLIBC_)/;
+
+/** The shape a job needs of a pre-started sandbox, or null when it must start cold. */
+export function jobShape(spec: JobSpec): JobShape | null {
+  const names = [...Object.keys(spec.env ?? {}), ...Object.keys(spec.secrets ?? {})];
+  if (names.some((k) => RUNTIME_START_VARS.test(k))) return null;
+  return { runtime: spec.runtime, network: Boolean(spec.network), diskBytes: spec.limits.diskBytes };
 }
 
 /** A file path inside the app dir: relative, no `..`, no backslash, no NUL, at most 255 bytes a part. */
@@ -188,6 +226,7 @@ export class JobManager {
   readonly #secrets: SecretResolver | undefined;
   /** Stops asked for jobs this node claimed but has not started yet. */
   readonly #pendingStops = new Map<string, { by: string; graceMs: number }>();
+  #pool: Pool | null = null;
   #pumping: Promise<void> | null = null;
   #again = false;
   #paused = true;
@@ -401,6 +440,11 @@ export class JobManager {
     return record;
   }
 
+  /** Serve jobs from `pool` when it has a sandbox of their shape ready (after start-up). */
+  usePool(pool: Pool | null): void {
+    this.#pool = pool;
+  }
+
   /** Start claiming queued jobs (after start-up). */
   resume(): void {
     this.#paused = false;
@@ -456,13 +500,18 @@ export class JobManager {
       return;
     }
     this.#files.set(id, input.files);
+    // A pre-started sandbox of the job's shape when one is ready; else the cold path, unchanged.
+    const shape = this.#pool ? jobShape(spec) : null;
+    const prestarted = shape ? this.#pool!.take(shape) : null;
+    if (prestarted) void this.#store.update(id, { pooled: true }).catch(() => {});
     const run = new JobRun({
       driver: this.#driver,
       job: spec,
-      jobDir: path.join(this.#paths.jobs, id),
+      jobDir: prestarted?.plan.jobDir ?? path.join(this.#paths.jobs, id),
       output: log,
       log: jobLog,
       onState: (change) => this.#onState(id, change, log),
+      ...(prestarted ? { prestarted } : {}),
     });
     this.#active.set(id, { run, log, user: record.user });
     const pending = this.#pendingStops.get(id);
@@ -470,7 +519,7 @@ export class JobManager {
       this.#pendingStops.delete(id);
       run.stop(pending.by, { graceMs: pending.graceMs });
     }
-    jobLog.info({ runtime: spec.runtime, node: this.node }, 'Job started');
+    jobLog.info({ runtime: spec.runtime, node: this.node, sandbox: prestarted?.id }, 'Job started');
     this.events.emit('started', record, run);
     void run.done
       .then(async (result) => {

@@ -10,9 +10,11 @@
  */
 import { closeSync, createReadStream, mkdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { Readable } from 'node:stream';
 import { getRequestListener } from '@hono/node-server';
 import { PluginDriver } from '../core/driver.ts';
+import { Pool, type PoolShape } from '../core/pool.ts';
 import { ErrorCode, JthError, wrapPluginError } from '../core/errors.ts';
 import type { Logger, Plugin } from '../core/types.ts';
 import { resolveArtifact } from '../plugins/artifacts-fs/mod.ts';
@@ -51,6 +53,8 @@ export interface RunningServer {
   jobs: JobManager;
   /** Facts the operator should know (e.g. limits not enforced on this host). */
   notes: string[];
+  /** The pool of pre-started sandboxes, when the config has one and the plugins can pre-start. */
+  pool: Pool | null;
   /** Re-read the PKI dir now (SIGHUP): certificates, CA, CRL. It is also polled every second. */
   reloadTls(): Promise<unknown>;
   close(): Promise<void>;
@@ -100,6 +104,37 @@ function checkSandbox(config: LoadedConfig, plugins: readonly Plugin[]): void {
         : 'Add isolation-chroot to plugins, or (dangerous) set allowUnsandboxed: true in the config',
     },
   );
+}
+
+/**
+ * The pool the config asks for: each configured shape, or by default every runtime whose plugin can
+ * pre-start, without network, at the default disk size. Null when off or when nothing can be pooled.
+ */
+function createPool(
+  config: LoadedConfig,
+  driver: PluginDriver,
+  o: { jobsDir: string; log: Logger },
+): Pool | null {
+  if (config.pool === false) return null;
+  const { size } = config.pool;
+  const defaultDisk = config.limits.defaults.diskBytes;
+  const shapes: PoolShape[] = config.pool.shapes
+    ? config.pool.shapes.map((sh) => ({
+        shape: { runtime: sh.runtime, network: sh.network, diskBytes: sh.diskBytes ?? defaultDisk },
+        size: sh.size ?? size,
+      }))
+    : driver
+        .with('execute')
+        .filter((p) => p.prestart)
+        .flatMap((p) => p.runtimes ?? [])
+        .map((r) => ({ shape: { runtime: r.name, network: false, diskBytes: defaultDisk }, size }));
+  const pool = new Pool({
+    driver,
+    shapes,
+    sandboxDir: (id) => path.join(o.jobsDir, id),
+    log: o.log.child({ component: 'pool' }),
+  });
+  return pool.enabled ? pool : null;
 }
 
 export async function startServer(options: StartOptions = {}): Promise<RunningServer> {
@@ -217,6 +252,11 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
         return Readable.toWeb(createReadStream('', { fd: file.fd })) as ReadableStream<Uint8Array>;
       },
     });
+    // The pool fills in the background once everything else is up; jobs never wait for it.
+    const pool = createPool(config, driver, { jobsDir: statePaths(settings.stateDir).jobs, log });
+    undo.push(() => pool?.close());
+    jobs.usePool(pool);
+    pool?.start();
     listener.serve(getRequestListener(app.fetch));
     jobs.resume();
     const url = `https://${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
@@ -232,12 +272,14 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       config,
       jobs,
       notes,
+      pool,
       reloadTls: () => tls.reload(),
       close() {
         closing ??= (async () => {
           tls.close();
           await listener.close();
           await jobs.stopAll('server shutdown', { graceMs: settings.shutdownGrace });
+          await pool?.close();
           // Plugins close in reverse, then the store, then the lock: the undo stack minus the listener.
           for (const p of [...driver.plugins].reverse()) {
             await Promise.resolve(p.close?.()).catch((err) =>

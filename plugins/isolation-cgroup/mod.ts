@@ -19,10 +19,11 @@ import type {
   JobUsage,
   Logger,
   Plugin,
+  PrestartContext,
   StartContext,
 } from '../../core/types.ts';
 import { z } from 'zod';
-import { errnoCode } from './_fs.ts';
+import { errnoCode, readCgroupNumber } from './_fs.ts';
 import { setCpuMax } from './cpu.ts';
 import { readEvents, sumIoStat } from './events.ts';
 import type { CgroupEvents } from './events.ts';
@@ -38,6 +39,9 @@ import {
   ensureCgroup,
   ensurePath,
   jobCgroupPath,
+  listPoolCgroups,
+  moveProcesses,
+  poolCgroupPath,
   jobsCgroupPath,
   jthCgroupPath,
   listJobCgroups,
@@ -97,6 +101,12 @@ export interface CgroupPluginOptions {
   /** Per-user totals (nested layout). */
   userTotals: UserTotals;
   /**
+   * Bounds of one pre-started sandbox while it waits for a job (its runtime idle), in its own cgroup
+   * under `<root>/jth/pool/`.
+   * @default { cpu: 1, memoryBytes: 268435456 (256 MiB), pids: 64 }
+   */
+  pool: { cpu: number; memoryBytes: number; pids: number };
+  /**
    * The block device (a path on it, or the device node) whose bandwidth `io.max` caps.
    * @default the whole disk that holds the server's state directory
    */
@@ -117,6 +127,17 @@ const options = z.object({
     })
     .default(DEFAULT_TOTALS),
   ioDevice: z.string().min(1).optional(),
+  pool: z
+    .object({
+      cpu: z.number().positive().default(1),
+      memoryBytes: z
+        .number()
+        .int()
+        .positive()
+        .default(256 * 1024 ** 2),
+      pids: z.number().int().positive().default(64),
+    })
+    .prefault({}),
 });
 
 /** What isolate leaves for collect and cleanup, in the job's scratch under the plugin's name. */
@@ -126,7 +147,20 @@ export interface CgroupScratch {
   /** The user cgroup's counters when the job started, to tell a user-level OOM from a job-level one. */
   userBefore?: CgroupEvents;
   notEnforced: string[];
+  /** Memory a pre-started sandbox's runtime had charged to the pool before the job claimed it. */
+  precharged?: number;
 }
+
+/** What `prestart` leaves in a sandbox's scratch: its pool cgroup and the killer that empties it. */
+interface PoolScratch {
+  path: string;
+  killer: () => Promise<void>;
+}
+
+const POOL_KEY = 'isolation-cgroup:pool';
+
+/** The least memory limit given to a claimed job whose runtime already used its whole limit. */
+const MIN_MEMORY_BYTES = 1024 * 1024;
 
 /** Serializes work per key, so one user's cgroup is never removed while a job is being made in it. */
 class KeyedLock {
@@ -152,6 +186,17 @@ function configuredLimits(limits: JobLimits): string[] {
   if (limits.pids > 0) out.push('pids');
   if (limits.ioBytesPerSec > 0) out.push('io');
   return out;
+}
+
+/**
+ * The job's killer: every process of the cgroup, forked daemons included. It resolves once the cgroup is
+ * empty (core/types.ts: a killer sees every process die), so executors skip their own /proc scans.
+ */
+export function cgroupKiller(path: string): () => Promise<void> {
+  return async function cgroupKill() {
+    await killAll(path);
+    if (!(await waitEmpty(path))) throw new Error(`cgroup ${path} still has processes 5 s after cgroup.kill`);
+  };
 }
 
 /** The command that moves its own first process into `procsFile`, then execs `inner` in place. */
@@ -310,6 +355,66 @@ export default definePlugin<CgroupPluginOptions>({
       }
     }
 
+    function controllersOf(r: Ready): string[] {
+      return r.enforce ? CONTROLLERS.filter((c) => r.support.controllers.includes(c)) : [];
+    }
+
+    /**
+     * The job's own cgroup under its user's (with the user's totals), and the job's limits, for a cold
+     * job and a claimed sandbox alike. `precharged` bytes are taken off the job's memory limit.
+     */
+    async function jobCgroup(ctx: IsolateContext, r: Ready, precharged: number): Promise<CgroupScratch> {
+      const { job, plan } = ctx;
+      const { root, enforce, support, device } = r;
+      const path = jobCgroupPath(root, { tree, user: job.user, jobId: job.id });
+      const userPath = tree === 'nested' ? userCgroupPath(root, job.user) : undefined;
+      let userBefore: CgroupEvents | undefined;
+      await locks.run(job.user, async () => {
+        await ensurePath(root, jobsCgroupPath(root, { tree, user: job.user }), controllersOf(r));
+        if (userPath && enforce) {
+          await setCpuMax(userPath, totals.cpu);
+          await setMemoryLimit(userPath, totals.memoryBytes, { oomGroup: false });
+          await setPidsMax(userPath, totals.pids);
+        }
+        if (userPath) userBefore = await readEvents(userPath);
+        // A leftover cgroup with this id can only be stale: empty it before reuse
+        if (!(await ensureCgroup(path))) {
+          await killAndRemove(path);
+          await ensureCgroup(path);
+        }
+      });
+      ctx.defer(() => killAndRemove(path), 'cgroup');
+
+      const notEnforced: string[] = [];
+      if (enforce) {
+        if (job.limits.cpu > 0) await setCpuMax(path, job.limits.cpu);
+        if (job.limits.memoryBytes > 0) {
+          await setMemoryLimit(path, Math.max(job.limits.memoryBytes - precharged, MIN_MEMORY_BYTES));
+        }
+        if (job.limits.pids > 0) await setPidsMax(path, job.limits.pids);
+        if (job.limits.ioBytesPerSec > 0) {
+          if (support.io && device.device !== null)
+            await setIoMax(path, device.device, job.limits.ioBytesPerSec);
+          else {
+            notEnforced.push('io');
+            const why = support.io ? (device.device === null ? device.reason : '') : 'no io controller';
+            plan.notes.push(`The io limit was not enforced: ${why}`);
+          }
+        }
+      } else {
+        for (const c of configuredLimits(job.limits)) notEnforced.push(c);
+        if (notEnforced.length > 0) {
+          plan.notes.push(
+            `Limits not enforced on this host: ${notEnforced.join(', ')} (cgroup limits are off: enforceLimits is false)`,
+          );
+        }
+      }
+      const scratch: CgroupScratch = { path, notEnforced };
+      if (userPath) scratch.userPath = userPath;
+      if (userBefore) scratch.userBefore = userBefore;
+      return scratch;
+    }
+
     return {
       name: PLUGIN_NAME,
       apiVersion: 1,
@@ -333,6 +438,11 @@ export default definePlugin<CgroupPluginOptions>({
             await locks.run(user, () => removeUserIfIdle(root, user));
           }
         }
+        // Pre-started sandboxes never outlive their server: every pool cgroup found now is stale.
+        for (const path of await listPoolCgroups(root)) {
+          await killAndRemove(path);
+          removed++;
+        }
         if (removed > 0) ctx.log.info({ root, removed }, 'removed job cgroups left by an earlier run');
       },
 
@@ -348,6 +458,7 @@ export default definePlugin<CgroupPluginOptions>({
         }
         const jth = jthCgroupPath(r.root);
         const dirs = [
+          `${jth}/pool`,
           `${jth}/${tree === 'flat' ? 'jobs' : 'users'}`,
           jth,
           ...(r.createdRoot ? [r.root] : []),
@@ -365,63 +476,62 @@ export default definePlugin<CgroupPluginOptions>({
         reconciled = false;
       },
 
-      async isolate(ctx: IsolateContext) {
-        const { job, plan } = ctx;
-        const { root, enforce, support, device } = await getReady(ctx.log);
-        const path = jobCgroupPath(root, { tree, user: job.user, jobId: job.id });
-        const userPath = tree === 'nested' ? userCgroupPath(root, job.user) : undefined;
-        const controllers = enforce ? CONTROLLERS.filter((c) => support.controllers.includes(c)) : [];
-        let userBefore: CgroupEvents | undefined;
-        await locks.run(job.user, async () => {
-          await ensurePath(root, jobsCgroupPath(root, { tree, user: job.user }), controllers);
-          if (userPath && enforce) {
-            await setCpuMax(userPath, totals.cpu);
-            await setMemoryLimit(userPath, totals.memoryBytes, { oomGroup: false });
-            await setPidsMax(userPath, totals.pids);
-          }
-          if (userPath) userBefore = await readEvents(userPath);
-          // A leftover cgroup with this id can only be stale: empty it before reuse
-          if (!(await ensureCgroup(path))) {
-            await killAndRemove(path);
-            await ensureCgroup(path);
-          }
-        });
-        ctx.defer(() => killAndRemove(path), 'cgroup');
+      /**
+       * A pre-started sandbox waits in a cgroup of its own under `<root>/jth/pool/`, bounded by the
+       * `pool` limits, until a job claims it (then `isolate` moves it into the job's cgroup).
+       */
+      async prestart(ctx: PrestartContext) {
+        const r = await getReady(ctx.log);
+        const path = poolCgroupPath(r.root, ctx.id);
+        await ensurePath(r.root, `${jthCgroupPath(r.root)}/pool`, controllersOf(r));
+        if (!(await ensureCgroup(path))) {
+          await killAndRemove(path);
+          await ensureCgroup(path);
+        }
+        ctx.defer(() => killAndRemove(path), 'pool cgroup');
+        if (r.enforce) {
+          await setCpuMax(path, opts.pool.cpu);
+          await setMemoryLimit(path, opts.pool.memoryBytes);
+          await setPidsMax(path, opts.pool.pids);
+        }
+        ctx.plan.wrappers.push(cgroupEntryWrapper(`${path}/cgroup.procs`));
+        const killer = cgroupKiller(path);
+        ctx.plan.killers.push(killer);
+        ctx.scratch.set<PoolScratch>(POOL_KEY, { path, killer });
+      },
 
-        const notEnforced: string[] = [];
-        if (enforce) {
-          if (job.limits.cpu > 0) await setCpuMax(path, job.limits.cpu);
-          if (job.limits.memoryBytes > 0) await setMemoryLimit(path, job.limits.memoryBytes);
-          if (job.limits.pids > 0) await setPidsMax(path, job.limits.pids);
-          if (job.limits.ioBytesPerSec > 0) {
-            if (support.io && device.device !== null)
-              await setIoMax(path, device.device, job.limits.ioBytesPerSec);
-            else {
-              notEnforced.push('io');
-              const why = support.io ? (device.device === null ? device.reason : '') : 'no io controller';
-              plan.notes.push(`The io limit was not enforced: ${why}`);
-            }
-          }
-        } else {
-          notEnforced.push(...configuredLimits(job.limits));
-          if (notEnforced.length > 0) {
-            plan.notes.push(
-              `Limits not enforced on this host: ${notEnforced.join(', ')} (cgroup limits are off: enforceLimits is false)`,
+      async isolate(ctx: IsolateContext) {
+        const { plan } = ctx;
+        const r = await getReady(ctx.log);
+        if (ctx.prestarted) {
+          const pool = ctx.scratch.get<PoolScratch>(POOL_KEY);
+          if (!pool) {
+            throw new JthError(
+              ErrorCode.PLUGIN_ERROR,
+              'The claimed sandbox has no pool cgroup of this plugin',
+              {
+                plugin: PLUGIN_NAME,
+                hook: 'isolate',
+              },
             );
           }
+          // What the runtime charged while it waited stays with the pool's cgroup (memory is not moved
+          // with its task in cgroup v2): take it off the job's own limit, so the job gets the same
+          // headroom as a cold one, whose runtime charges its start-up to the job.
+          const precharged = r.enforce ? ((await readCgroupNumber(pool.path, 'memory.current')) ?? 0) : 0;
+          const s = await jobCgroup(ctx, r, precharged);
+          await moveProcesses(pool.path, s.path);
+          const at = plan.killers.indexOf(pool.killer);
+          if (at >= 0) plan.killers.splice(at, 1);
+          plan.killers.unshift(cgroupKiller(s.path));
+          if (precharged > 0) s.precharged = precharged;
+          ctx.scratch.set(PLUGIN_NAME, s);
+          return;
         }
-        const scratch: CgroupScratch = { path, notEnforced };
-        if (userPath) scratch.userPath = userPath;
-        if (userBefore) scratch.userBefore = userBefore;
-        ctx.scratch.set(PLUGIN_NAME, scratch);
-        plan.wrappers.push(cgroupEntryWrapper(`${path}/cgroup.procs`));
-        // A killer resolves once every process of the job is dead (core/types.ts), so executors can
-        // skip their own, costlier /proc scans.
-        plan.killers.push(async function cgroupKill() {
-          await killAll(path);
-          if (!(await waitEmpty(path)))
-            throw new Error(`cgroup ${path} still has processes 5 s after cgroup.kill`);
-        });
+        const s = await jobCgroup(ctx, r, 0);
+        ctx.scratch.set(PLUGIN_NAME, s);
+        plan.wrappers.push(cgroupEntryWrapper(`${s.path}/cgroup.procs`));
+        plan.killers.push(cgroupKiller(s.path));
       },
 
       async collect(ctx: CollectContext): Promise<CollectResult | undefined> {
@@ -435,7 +545,12 @@ export default definePlugin<CgroupPluginOptions>({
           ...(ctx.job.limits.pids > 0 ? { pidsLimit: ctx.job.limits.pids } : {}),
         });
         if (s.notEnforced.length > 0) evidence.limitsNotEnforced = [...s.notEnforced];
-        return { usage: usageOf(job), evidence };
+        const usage = usageOf(job);
+        if (s.precharged) {
+          usage.memoryPrechargedBytes = s.precharged;
+          if (usage.memoryPeakBytes !== undefined) usage.memoryPeakBytes += s.precharged;
+        }
+        return { usage, evidence };
       },
 
       async cleanup(ctx: CleanupContext) {

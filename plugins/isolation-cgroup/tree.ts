@@ -51,6 +51,11 @@ export function jobsCgroupPath(root: string, options: { tree: TreeLayout; user: 
     : join(userCgroupPath(root, options.user), 'jobs');
 }
 
+/** The cgroup of one pre-started sandbox, until a job claims it: `<root>/jth/pool/<id>`. */
+export function poolCgroupPath(root: string, id: string): string {
+  return join(root, 'jth', 'pool', encodeName(id));
+}
+
 /** A job's leaf cgroup. */
 export function jobCgroupPath(
   root: string,
@@ -143,6 +148,41 @@ export async function listJobCgroups(root: string, tree: TreeLayout): Promise<Fo
     }
   }
   return out;
+}
+
+/** The pre-started sandboxes' cgroups under `root`, as paths. */
+export async function listPoolCgroups(root: string): Promise<string[]> {
+  const dir = join(root, 'jth', 'pool');
+  return (await subdirs(dir)).map((name) => join(dir, name));
+}
+
+/**
+ * Move every process of cgroup `from` into cgroup `to`, until `from` is empty. A write of a pid to
+ * `cgroup.procs` moves its whole thread group (Documentation/admin-guide/cgroup-v2.rst, "Processes").
+ * A process that forks meanwhile shows up on the next read, so the loop reads again until none is left.
+ * Returns how many processes were moved.
+ */
+export async function moveProcesses(
+  from: string,
+  to: string,
+  options: { rounds?: number } = {},
+): Promise<number> {
+  let moved = 0;
+  for (let round = 0; round < (options.rounds ?? 20); round++) {
+    const text = (await readCgroupFile(from, 'cgroup.procs')) ?? '';
+    const pids = text.split('\n').filter((l) => l.trim() !== '');
+    if (pids.length === 0) return moved;
+    for (const pid of pids) {
+      try {
+        await writeCgroupFile(to, 'cgroup.procs', pid);
+        moved++;
+      } catch (err) {
+        // It exited between the read and the write: nothing to move.
+        if (errnoCode(err) !== 'ESRCH') throw err;
+      }
+    }
+  }
+  throw new Error(`cgroup ${from} still had processes after moving them ${options.rounds ?? 20} times`);
 }
 
 /** The user cgroups under `root` (nested layout), as paths. */

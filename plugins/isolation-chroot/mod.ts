@@ -22,7 +22,16 @@ import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { ErrorCode, JthError } from '../../core/errors.ts';
 import { definePlugin } from '../../core/types.ts';
-import type { CleanupContext, IsolateContext, JobPaths, Logger, Plugin } from '../../core/types.ts';
+import type {
+  CleanupContext,
+  IsolateContext,
+  JobPaths,
+  JobScratch,
+  LaunchPlan,
+  Logger,
+  Plugin,
+  PrestartContext,
+} from '../../core/types.ts';
 import { etcContents, jobHostname, type RootEntry, type SandboxSpec, sandboxCommand } from './_args.ts';
 import {
   allocateUid,
@@ -159,7 +168,7 @@ function hostRootEntries(): RootEntry[] {
   return out;
 }
 
-function networkRefused(hook: 'validate' | 'isolate'): JthError {
+function networkRefused(hook: 'validate' | 'isolate' | 'prestart'): JthError {
   return new JthError(ErrorCode.BAD_REQUEST, 'This server does not allow jobs to use the network', {
     plugin: NAME,
     hook,
@@ -250,6 +259,110 @@ export default definePlugin<IsolationChrootOptions>({
   create(opts): Plugin {
     const rootEntries = hostRootEntries();
     const procMasks = PROC_MASKS.filter((m) => existsSync(`/proc/${m}`));
+
+    /**
+     * The sandbox of one job, or of a pre-started sandbox of a shape (then `id` is the sandbox's own):
+     * a uid, a capped tmpfs work dir, a generated /etc and the bwrap wrapper. Each resource's undo is
+     * registered right after it is taken.
+     */
+    async function buildSandbox(c: {
+      id: string;
+      network: boolean;
+      diskBytes: number;
+      plan: LaunchPlan;
+      scratch: JobScratch;
+      log: Logger;
+      hook: 'isolate' | 'prestart';
+      defer(undo: () => unknown, label?: string): void;
+    }): Promise<void> {
+      const { plan, log } = c;
+      if (c.network && !opts.network) throw networkRefused(c.hook);
+      const s: Scratch = {};
+      c.scratch.set(NAME, s);
+
+      const uid = allocateUid(opts.uidRange, { taken: liveUids() });
+      if (uid === undefined) {
+        throw new JthError(ErrorCode.LIMIT_EXCEEDED, 'Every uid of the sandbox range is in use', {
+          plugin: NAME,
+          hook: c.hook,
+          status: 503,
+          hint: 'Retry later, or widen the uidRange option',
+        });
+      }
+      s.uid = uid;
+      c.defer(() => freeUid(s, log), 'release job uid');
+
+      if (!existsSync(plan.jobDir)) {
+        throw hostError(
+          `Job dir "${plan.jobDir}" does not exist`,
+          'The server creates it before isolate; run isolation-chroot after the workspace step',
+        );
+      }
+      ensureTraversable(plan.jobDir);
+      const host = plan.hostPaths;
+      mkdirSync(host.work, { recursive: true });
+      mkdirSync(host.app, { recursive: true, mode: 0o755 });
+      const sizeBytes = opts.diskBytes ?? (c.diskBytes > 0 ? c.diskBytes : DEFAULT_DISK_BYTES);
+      await mountTmpfs(host.work, { sizeBytes, uid });
+      s.work = host.work;
+      c.defer(() => unmountWork(s, log), 'unmount work tmpfs');
+      for (const dir of [host.artifacts, host.tmp]) {
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        chownSync(dir, uid, uid);
+      }
+
+      const hostname = jobHostname(opts.hostname, c.id);
+      let etcFiles: Record<string, string> = {};
+      const generated = etcContents(uid, hostname);
+      if (opts.mode === 'chroot') {
+        // The rootfs is read-only: only files it already has can be covered.
+        for (const name of Object.keys(generated)) {
+          if (!existsSync(join(opts.rootfs!, 'etc', name))) delete generated[name];
+        }
+      }
+      if (Object.keys(generated).length) {
+        const etcDir = join(plan.jobDir, '.jth-etc');
+        s.etcDir = etcDir;
+        c.defer(() => removeEtc(s), 'remove generated /etc');
+        etcFiles = writeEtc(etcDir, generated);
+      }
+
+      plan.sandboxed = true;
+      plan.paths = { ...SANDBOX_PATHS };
+      const spec: SandboxSpec = {
+        mode: opts.mode,
+        ...(opts.rootfs ? { rootfs: opts.rootfs } : {}),
+        uid,
+        hostname,
+        network: Boolean(c.network && opts.network),
+        hostPaths: host,
+        paths: plan.paths,
+        rootEntries,
+        etcFiles,
+        etcTry: opts.mode === 'namespace' ? ETC_TRY : [],
+        procMasks,
+        setprivPath: opts.setprivPath,
+        bwrapPath: opts.bwrapPath,
+      };
+      plan.wrappers.push(function chrootWrapper(inner) {
+        if (opts.mode === 'chroot') {
+          const missing = inner.binds.find((b) => !existsSync(join(opts.rootfs!, b.source)));
+          if (missing) {
+            throw new JthError(
+              ErrorCode.HOST_UNSUPPORTED,
+              `Cannot bind "${missing.source}" into rootfs "${opts.rootfs}": the mount point is missing`,
+              {
+                plugin: NAME,
+                hook: 'execute',
+                hint: `Create "${join(opts.rootfs!, missing.source)}" in the rootfs`,
+              },
+            );
+          }
+        }
+        return sandboxCommand(inner, spec);
+      });
+      log.debug({ uid, hostname, mode: opts.mode, sizeBytes }, 'Job sandbox prepared');
+    }
 
     return {
       name: NAME,
@@ -344,94 +457,38 @@ export default definePlugin<IsolationChrootOptions>({
       },
 
       isolate: async function isolateChroot(ctx: IsolateContext): Promise<void> {
-        const { job, plan, log } = ctx;
-        if (job.network && !opts.network) throw networkRefused('isolate');
-        const s: Scratch = {};
-        ctx.scratch.set(NAME, s);
-
-        const uid = allocateUid(opts.uidRange, { taken: liveUids() });
-        if (uid === undefined) {
-          throw new JthError(ErrorCode.LIMIT_EXCEEDED, 'Every uid of the sandbox range is in use', {
-            plugin: NAME,
-            hook: 'isolate',
-            status: 503,
-            hint: 'Retry later, or widen the uidRange option',
-          });
-        }
-        s.uid = uid;
-        ctx.defer(() => freeUid(s, log), 'release job uid');
-
-        if (!existsSync(plan.jobDir)) {
-          throw hostError(
-            `Job dir "${plan.jobDir}" does not exist`,
-            'The server creates it before isolate; run isolation-chroot after the workspace step',
-          );
-        }
-        ensureTraversable(plan.jobDir);
-        const host = plan.hostPaths;
-        mkdirSync(host.work, { recursive: true });
-        mkdirSync(host.app, { recursive: true, mode: 0o755 });
-        const sizeBytes =
-          opts.diskBytes ?? (job.limits.diskBytes > 0 ? job.limits.diskBytes : DEFAULT_DISK_BYTES);
-        await mountTmpfs(host.work, { sizeBytes, uid });
-        s.work = host.work;
-        ctx.defer(() => unmountWork(s, log), 'unmount work tmpfs');
-        for (const dir of [host.artifacts, host.tmp]) {
-          mkdirSync(dir, { recursive: true, mode: 0o700 });
-          chownSync(dir, uid, uid);
-        }
-
-        const hostname = jobHostname(opts.hostname, job.id);
-        let etcFiles: Record<string, string> = {};
-        const generated = etcContents(uid, hostname);
-        if (opts.mode === 'chroot') {
-          // The rootfs is read-only: only files it already has can be covered.
-          for (const name of Object.keys(generated)) {
-            if (!existsSync(join(opts.rootfs!, 'etc', name))) delete generated[name];
+        const { job } = ctx;
+        if (ctx.prestarted) {
+          // The sandbox was built by prestart for this job's shape: its network matches the job's.
+          if (!ctx.scratch.get<Scratch>(NAME)?.uid) {
+            throw hostError('The claimed sandbox has no uid of this plugin', 'Report this: a pool bug');
           }
+          return;
         }
-        if (Object.keys(generated).length) {
-          const etcDir = join(plan.jobDir, '.jth-etc');
-          s.etcDir = etcDir;
-          ctx.defer(() => removeEtc(s), 'remove generated /etc');
-          etcFiles = writeEtc(etcDir, generated);
-        }
-
-        plan.sandboxed = true;
-        plan.paths = { ...SANDBOX_PATHS };
-        const spec: SandboxSpec = {
-          mode: opts.mode,
-          ...(opts.rootfs ? { rootfs: opts.rootfs } : {}),
-          uid,
-          hostname,
-          network: Boolean(job.network && opts.network),
-          hostPaths: host,
-          paths: plan.paths,
-          rootEntries,
-          etcFiles,
-          etcTry: opts.mode === 'namespace' ? ETC_TRY : [],
-          procMasks,
-          setprivPath: opts.setprivPath,
-          bwrapPath: opts.bwrapPath,
-        };
-        plan.wrappers.push(function chrootWrapper(inner) {
-          if (opts.mode === 'chroot') {
-            const missing = inner.binds.find((b) => !existsSync(join(opts.rootfs!, b.source)));
-            if (missing) {
-              throw new JthError(
-                ErrorCode.HOST_UNSUPPORTED,
-                `Cannot bind "${missing.source}" into rootfs "${opts.rootfs}": the mount point is missing`,
-                {
-                  plugin: NAME,
-                  hook: 'execute',
-                  hint: `Create "${join(opts.rootfs!, missing.source)}" in the rootfs`,
-                },
-              );
-            }
-          }
-          return sandboxCommand(inner, spec);
+        await buildSandbox({
+          id: job.id,
+          network: Boolean(job.network),
+          diskBytes: job.limits.diskBytes,
+          plan: ctx.plan,
+          scratch: ctx.scratch,
+          log: ctx.log,
+          hook: 'isolate',
+          defer: ctx.defer,
         });
-        log.debug({ uid, hostname, mode: opts.mode, sizeBytes }, 'Job sandbox prepared');
+      },
+
+      /** The same sandbox, ahead of any job: its hostname names the sandbox, not the job to come. */
+      prestart: async function prestartChroot(ctx: PrestartContext): Promise<void> {
+        await buildSandbox({
+          id: ctx.id,
+          network: ctx.shape.network,
+          diskBytes: ctx.shape.diskBytes,
+          plan: ctx.plan,
+          scratch: ctx.scratch,
+          log: ctx.log,
+          hook: 'prestart',
+          defer: ctx.defer,
+        });
       },
 
       cleanup: async function cleanupChroot(ctx: CleanupContext): Promise<void> {

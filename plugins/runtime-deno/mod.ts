@@ -10,9 +10,10 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { definePlugin } from '../../core/types.ts';
-import type { ExecuteResult, Plugin, RuntimeInfo } from '../../core/types.ts';
+import type { ExecuteResult, LaunchPlan, Plugin, RuntimeInfo } from '../../core/types.ts';
 import { BUNDLE_EXTENSIONS, harnessEnv, runtimeBinds } from '../runtime-node/mod.ts';
 import { runJob, writeHarness } from '../runtime-node/spawn.ts';
+import { executeWarm, prestartRuntime, sharedEnv, WARM_KEY } from '../runtime-node/_warm.ts';
 
 export interface RuntimeDenoOptions {
   /**
@@ -83,40 +84,51 @@ export default definePlugin<RuntimeDenoOptions>({
       extensions: BUNDLE_EXTENSIONS,
       description: 'Deno: JavaScript and TypeScript, bundled into one ES module by the CLI',
     };
+    // Deno's module cache lives in the job's own temp dir; nothing is shared between jobs.
+    const denoEnv = (plan: LaunchPlan) => ({
+      DENO_DIR: `${plan.paths.tmp}/.deno`,
+      DENO_NO_UPDATE_CHECK: '1',
+      NO_COLOR: '1',
+    });
+    const argv = (plan: LaunchPlan, network: boolean) => [
+      opts.denoPath,
+      'run',
+      '--no-prompt',
+      '--no-config',
+      '--no-lock',
+      '--no-remote',
+      '--no-npm',
+      '--cached-only',
+      `--allow-read=${plan.paths.app},${plan.paths.work}`,
+      `--allow-write=${plan.paths.work}`,
+      // The process env is already only the allow-list (never the server's), so all of it may be
+      // read; node:child_process needs the whole env (Deno.env.toObject) to start subprocesses, and a
+      // pre-started harness sets its job's variables with Deno.env.set.
+      '--allow-env',
+      ...(opts.allowRun ? ['--allow-run'] : []),
+      ...(network ? ['--allow-net'] : []),
+      `${plan.paths.app}/harness.mjs`,
+    ];
     return {
       name: 'runtime-deno',
       apiVersion: 1,
       runtimes: [runtime],
+      /** A deno waiting for its job in a pre-started sandbox of this runtime (see runtime-node's `_warm.ts`). */
+      prestart: async function prestartDeno(ctx) {
+        if (ctx.shape.runtime !== opts.runtime) return;
+        await prestartRuntime(ctx, {
+          plugin: 'runtime-deno',
+          argv: argv(ctx.plan, ctx.shape.network),
+          env: { ...sharedEnv(ctx.plan), ...denoEnv(ctx.plan) },
+          binds,
+        });
+      },
       execute: async function executeDeno(ctx): Promise<ExecuteResult | null> {
         if (ctx.job.runtime !== opts.runtime) return null;
-        const { paths } = ctx.plan;
-        const env = {
-          ...harnessEnv(ctx),
-          // Deno's module cache lives in the job's own temp dir; nothing is shared between jobs.
-          DENO_DIR: `${paths.tmp}/.deno`,
-          DENO_NO_UPDATE_CHECK: '1',
-          NO_COLOR: '1',
-        };
-        const argv = [
-          opts.denoPath,
-          'run',
-          '--no-prompt',
-          '--no-config',
-          '--no-lock',
-          '--no-remote',
-          '--no-npm',
-          '--cached-only',
-          `--allow-read=${paths.app},${paths.work}`,
-          `--allow-write=${paths.work}`,
-          // The process env is already only the allow-list (never the server's), so all of it may be
-          // read; node:child_process needs the whole env (Deno.env.toObject) to start subprocesses.
-          '--allow-env',
-          ...(opts.allowRun ? ['--allow-run'] : []),
-          ...(ctx.job.network ? ['--allow-net'] : []),
-          `${paths.app}/harness.mjs`,
-        ];
+        const env = { ...harnessEnv(ctx), ...denoEnv(ctx.plan) };
+        if (ctx.scratch.get(WARM_KEY)) return executeWarm(ctx, { plugin: 'runtime-deno', env });
         await writeHarness(ctx.plan);
-        return runJob(ctx, { plugin: 'runtime-deno', argv, env, binds });
+        return runJob(ctx, { plugin: 'runtime-deno', argv: argv(ctx.plan, !!ctx.job.network), env, binds });
       },
     };
   },

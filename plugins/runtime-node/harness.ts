@@ -18,11 +18,15 @@ const MAX_BODY_BYTES = 8 * 1024 * 1024;
 const MAX_VALUE_BYTES = 8 * 1024 * 1024;
 
 interface DenoLike {
-  env: { get(key: string): string | undefined };
+  env: {
+    get(key: string): string | undefined;
+    set(key: string, value: string): void;
+    delete(key: string): void;
+  };
   mkdirSync(path: string, options: { recursive: boolean; mode: number }): void;
   removeSync(path: string): void;
   writeTextFileSync(path: string, data: string, options: { mode: number; createNew: boolean }): void;
-  stdin: { readable: ReadableStream<Uint8Array> };
+  stdin: { readable: ReadableStream<Uint8Array>; read(p: Uint8Array): Promise<number | null> };
   exit(code: number): never;
 }
 interface ProcessLike {
@@ -171,7 +175,62 @@ function valueResult(value: unknown): unknown {
   return json === undefined ? { kind: 'value' } : { kind: 'value', value: JSON.parse(json) };
 }
 
+/** Read exactly `n` bytes of stdin, or null at end of input. Reads no byte past them. */
+async function readExactly(n: number): Promise<Uint8Array | null> {
+  const buf = new Uint8Array(n);
+  let at = 0;
+  if (deno) {
+    while (at < n) {
+      const got = await deno.stdin.read(buf.subarray(at));
+      if (got === null) return null;
+      at += got;
+    }
+    return buf;
+  }
+  const fs = await import('node:fs');
+  while (at < n) {
+    let got: number;
+    try {
+      got = fs.readSync(0, buf, at, n - at, null);
+    } catch (err) {
+      // A non-blocking stdin has nothing yet: wait a moment (only a pre-started sandbox reads this way).
+      if ((err as { code?: string }).code !== 'EAGAIN') throw err;
+      await new Promise((r) => setTimeout(r, 1));
+      continue;
+    }
+    if (got === 0) return null;
+    at += got;
+  }
+  return buf;
+}
+
+/**
+ * A pre-started sandbox (`JTH_WARM=1`) starts the runtime before its job exists. Wait here for the job:
+ * a header on stdin — a u32 length, then JSON `{ "env": {...} }` — that sets the job's environment.
+ * The rest of stdin is the job's own input. The server sends the header only once the sandbox is in the
+ * job's cgroup, so the job's limits hold from its first instruction. End of input means the sandbox
+ * is being torn down unused: exit quietly.
+ */
+async function awaitJob(): Promise<void> {
+  if (env('JTH_WARM') !== '1') return;
+  // Paid while waiting, not by the job: what a fetch module or a Response would load on first touch.
+  if (!deno) void (globalThis as { Response?: unknown }).Response;
+  const head = await readExactly(4);
+  if (!head) exit(0);
+  const len = new DataView(head.buffer).getUint32(0, false);
+  const body = await readExactly(len);
+  if (!body) exit(0);
+  const { env: vars } = JSON.parse(new TextDecoder().decode(body)) as { env: Record<string, string> };
+  for (const [k, v] of Object.entries(vars)) {
+    if (deno) deno.env.set(k, v);
+    else proc!.env[k] = v;
+  }
+  if (deno) deno.env.delete('JTH_WARM');
+  else delete proc!.env.JTH_WARM;
+}
+
 async function main(): Promise<void> {
+  await awaitJob();
   let mod: { default?: unknown };
   try {
     mod = await import(new URL('./main.mjs', import.meta.url).href);

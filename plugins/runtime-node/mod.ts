@@ -8,7 +8,15 @@ import { realpathSync } from 'node:fs';
 import { z } from 'zod';
 import { jobEnv } from '../../core/launch.ts';
 import { definePlugin } from '../../core/types.ts';
-import type { Bind, ExecuteContext, ExecuteResult, Plugin, RuntimeInfo } from '../../core/types.ts';
+import type {
+  Bind,
+  ExecuteContext,
+  ExecuteResult,
+  LaunchPlan,
+  Plugin,
+  RuntimeInfo,
+} from '../../core/types.ts';
+import { executeWarm, prestartRuntime, sharedEnv, WARM_KEY } from './_warm.ts';
 import { runJob, writeHarness } from './spawn.ts';
 
 export interface RuntimeNodeOptions {
@@ -68,19 +76,31 @@ export default definePlugin<RuntimeNodeOptions>({
       extensions: BUNDLE_EXTENSIONS,
       description: 'Node.js: JavaScript and TypeScript, bundled into one ES module by the CLI',
     };
+    const argv = (plan: LaunchPlan) => [
+      opts.nodePath,
+      '--enable-source-maps',
+      `${plan.paths.app}/harness.mjs`,
+    ];
     return {
       name: 'runtime-node',
       apiVersion: 1,
       runtimes: [runtime],
-      execute: async function executeNode(ctx): Promise<ExecuteResult | null> {
-        if (ctx.job.runtime !== opts.runtime) return null;
-        await writeHarness(ctx.plan);
-        return runJob(ctx, {
+      /** A node waiting for its job in a pre-started sandbox of this runtime (see `_warm.ts`). */
+      prestart: async function prestartNode(ctx) {
+        if (ctx.shape.runtime !== opts.runtime) return;
+        await prestartRuntime(ctx, {
           plugin: 'runtime-node',
-          argv: [opts.nodePath, '--enable-source-maps', `${ctx.plan.paths.app}/harness.mjs`],
-          env: harnessEnv(ctx),
+          argv: argv(ctx.plan),
+          env: sharedEnv(ctx.plan),
           binds,
         });
+      },
+      execute: async function executeNode(ctx): Promise<ExecuteResult | null> {
+        if (ctx.job.runtime !== opts.runtime) return null;
+        if (ctx.scratch.get(WARM_KEY))
+          return executeWarm(ctx, { plugin: 'runtime-node', env: harnessEnv(ctx) });
+        await writeHarness(ctx.plan);
+        return runJob(ctx, { plugin: 'runtime-node', argv: argv(ctx.plan), env: harnessEnv(ctx), binds });
       },
     };
   },

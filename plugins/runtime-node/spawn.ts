@@ -7,7 +7,7 @@
  * strays), so `collect` always sees a finished job. The JavaScript harness is the Node and Deno
  * runtimes' own business: they write it with {@link writeHarness} before {@link runJob}.
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import {
   closeSync,
@@ -242,10 +242,21 @@ function badResult(message: string): FunctionResult {
  * Start the job's command, pipe its output into the sink, and resolve when it has exited and every
  * process of the job is dead. An abort of `ctx.signal` kills everything at once with SIGKILL.
  */
-export async function runJob(ctx: ExecuteContext, options: RunOptions): Promise<ExecuteResult> {
-  const { plan, job } = ctx;
-  const cmd = buildCommand(plan, { argv: options.argv, env: options.env, binds: options.binds ?? [] });
+/** A started job process: its child, and promises of its exit and of its pipes closing. */
+export interface Spawned {
+  child: ChildProcess;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  closed: Promise<void>;
+  /** Whether it has exited (a pre-started one may die while it waits). */
+  readonly done: boolean;
+}
 
+/**
+ * Start `options.argv` wrapped by every isolation layer of `plan`, in its own process group, with
+ * stdin, stdout and stderr piped. Nothing reads its output yet: {@link superviseJob} does.
+ */
+export function spawnCommand(plan: LaunchPlan, options: RunOptions): Spawned {
+  const cmd = buildCommand(plan, { argv: options.argv, env: options.env, binds: options.binds ?? [] });
   const child = spawn(cmd.argv[0]!, cmd.argv.slice(1), {
     env: cmd.env,
     cwd: cmd.cwd,
@@ -253,9 +264,10 @@ export async function runJob(ctx: ExecuteContext, options: RunOptions): Promise<
     // Its own process group (setsid), so one kill(-pgid) reaches every process that stays in it.
     detached: true,
   });
-
+  let done = false;
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
     child.once('error', (err) => {
+      done = true;
       reject(
         new JthError(ErrorCode.PLUGIN_ERROR, `Cannot start "${cmd.argv[0]}": ${err.message}`, {
           plugin: options.plugin,
@@ -265,9 +277,45 @@ export async function runJob(ctx: ExecuteContext, options: RunOptions): Promise<
         }),
       );
     });
-    child.once('exit', (code, signal) => resolve({ code, signal }));
+    child.once('exit', (code, signal) => {
+      done = true;
+      resolve({ code, signal });
+    });
   });
+  exited.catch(() => {});
   const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  // A job that never reads its stdin closes the pipe early; that is its business, not an error.
+  child.stdin!.on('error', () => {});
+  return {
+    child,
+    exited,
+    closed,
+    get done() {
+      return done;
+    },
+  };
+}
+
+/**
+ * Start the job's command, pipe its output into the sink, and resolve when it has exited and every
+ * process of the job is dead. An abort of `ctx.signal` kills everything.
+ */
+export async function runJob(ctx: ExecuteContext, options: RunOptions): Promise<ExecuteResult> {
+  return superviseJob(ctx, spawnCommand(ctx.plan, options), { stdin: ctx.job.data ?? new Uint8Array(0) });
+}
+
+/**
+ * See a started job through: its output into the sink with backpressure, `stdin` written then closed,
+ * the abort of `ctx.signal` handled, and, before returning, every process of the job dead (killers, then
+ * the process group, then a sweep for strays), so `collect` always sees a finished job.
+ */
+export async function superviseJob(
+  ctx: ExecuteContext,
+  spawned: Spawned,
+  options: { stdin: Uint8Array },
+): Promise<ExecuteResult> {
+  const { plan, job } = ctx;
+  const { child, exited, closed } = spawned;
 
   const pgid = child.pid;
   const onAbort = () => {
@@ -287,7 +335,7 @@ export async function runJob(ctx: ExecuteContext, options: RunOptions): Promise<
     sinkFailed = true;
   };
   for (const name of ['stdout', 'stderr'] as const) {
-    const stream = child[name];
+    const stream = child[name]!;
     stream.on('data', (chunk: Buffer) => {
       if (sinkFailed) return;
       let pending: void | Promise<void>;
@@ -309,9 +357,7 @@ export async function runJob(ctx: ExecuteContext, options: RunOptions): Promise<
       }
     });
   }
-  // A job that never reads its stdin closes the pipe early; that is its business, not an error.
-  child.stdin.on('error', () => {});
-  child.stdin.end(job.data ?? new Uint8Array(0));
+  child.stdin!.end(options.stdin);
 
   let status: { code: number | null; signal: NodeJS.Signals | null };
   try {
@@ -332,8 +378,8 @@ export async function runJob(ctx: ExecuteContext, options: RunOptions): Promise<
     new Promise<void>((resolve) => {
       timer = setTimeout(() => {
         ctx.log.warn({ jobId: job.id }, 'job output did not close after all processes were killed');
-        child.stdout.destroy();
-        child.stderr.destroy();
+        child.stdout!.destroy();
+        child.stderr!.destroy();
         resolve();
       }, DRAIN_MS);
     }),

@@ -142,6 +142,7 @@ export const JobRecordSchema = z
     secretNames: z.array(z.string()).optional(),
     envNames: z.array(z.string()).optional(),
     stopGraceMs: z.number().optional(),
+    pooled: z.boolean().optional(),
     stopRequested: z.object({ by: z.string(), at: z.string() }).optional(),
     outputRemoved: z.object({ reason: z.enum(['retention', 'quota']), at: z.string() }).optional(),
     pid: z.number().optional(),

@@ -40,6 +40,8 @@ export interface JobRecord {
   envNames?: string[];
   /** How long a stop waits between SIGTERM and SIGKILL, in ms. */
   stopGraceMs?: number;
+  /** Whether the job ran in a pre-started sandbox from the pool. */
+  pooled?: boolean;
   /** Set when a stop was asked for, by whom. */
   stopRequested?: { by: string; at: string };
   /** Why the job's output log is gone, when it is. */
