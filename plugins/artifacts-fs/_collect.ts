@@ -89,6 +89,7 @@ class Notes {
   readonly #lines: string[] = [];
   #detailed = 0;
   readonly #more = new Map<string, number>();
+  #tail: string | undefined;
 
   #detail(line: string, group: string): void {
     if (this.#detailed < MAX_FILE_NOTES) {
@@ -112,8 +113,14 @@ class Notes {
     this.#lines.push(line);
   }
 
+  /** Said last, after the counts: why the collect stopped before it had seen everything. */
+  stopped(line: string): void {
+    this.#tail = line;
+  }
+
   finish(): string[] {
     for (const [group, n] of this.#more) this.#lines.push(`artifacts: ${n} more ${group}`);
+    if (this.#tail) this.#lines.push(this.#tail);
     return this.#lines;
   }
 }
@@ -280,18 +287,19 @@ async function copyAll(opts: CollectOptions, s: CopyState): Promise<void> {
       notes.skip(item.name, item.reason, item.group);
       continue;
     }
+    // A full count is known without a name check or a stat: the rest of a 150k-file dir costs only
+    // its reading.
+    const countFull = countReason(opts, used);
+    if (countFull) {
+      notes.skip(item.name, countFull);
+      continue;
+    }
     const checked = checkName(item.name);
     if (!checked.ok) {
       notes.skip(item.name, checked.reason, 'its name is refused');
       continue;
     }
     const name = checked.name;
-    // A full count is known without even a stat: the rest of a 150k-file dir costs only its reading.
-    const countFull = countReason(opts, used);
-    if (countFull) {
-      notes.skip(name, countFull);
-      continue;
-    }
     let st: Stats;
     try {
       st = await lstat(item.hostPath);
@@ -361,11 +369,11 @@ async function copyAll(opts: CollectOptions, s: CopyState): Promise<void> {
     }
   }
   if (walk.stopped === 'entries') {
-    notes.add(
+    notes.stopped(
       `artifacts: stopped after looking at ${opts.walk.maxEntries} entries (walk.maxEntries); the rest of the artifact dir was not collected`,
     );
   } else if (walk.stopped === 'time') {
-    notes.add(
+    notes.stopped(
       `artifacts: stopped after ${formatDuration(opts.walk.maxMs)} (walk.maxMs); the rest of the artifact dir was not collected`,
     );
   }

@@ -151,8 +151,8 @@ export async function* walkArtifacts(
         yield {
           type: 'skip',
           name,
-          reason: `it is a directory more than ${bounds.maxDepth} levels deep (walk.maxDepth)`,
-          group: 'too deep',
+          reason: `it is a directory whose files would be more than ${bounds.maxDepth} levels deep (walk.maxDepth)`,
+          group: `it is a directory deeper than walk.maxDepth (${bounds.maxDepth})`,
         };
         continue;
       }

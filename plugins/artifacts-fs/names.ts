@@ -102,9 +102,10 @@ export function checkName(name: string): NameCheck {
         reason: `it contains "${printable(c)}" (${codePoint(c)}), which reads as "/"${form}`,
       };
     }
-    const bad = PORTABILITY_RE.exec(text);
+    // The backslash first: it is what a hostile name is usually about (`C:\x`, `..\..\x`).
+    const bad = text.includes('\\') ? ['\\'] : PORTABILITY_RE.exec(text);
     if (bad) {
-      const c = bad[0];
+      const c = bad[0]!;
       const shown = c === '\\' ? 'a backslash' : `"${printable(c)}" (${codePoint(c)})`;
       return { ok: false, reason: `it contains ${shown}${form}: ${PORTABILITY[c]}` };
     }
