@@ -289,6 +289,8 @@ describe.skipIf(skip)('a server SIGKILLed mid-collect (issue #11 item 6)', () =>
     // Nothing of the job is stored any more, partial or whole, and nothing counts against alice.
     expect(await listStored(path.join(stateDir, 'artifacts'))).toEqual([]);
     expect(await listStored(path.join(stateDir, 'artifacts'), { temps: true })).toEqual([]);
+    // The job's journal was settled at start.
+    expect(readdirSync(path.join(stateDir, 'artifacts-fs.journal'))).toEqual([]);
     const again = await submit(second.url, alice, { bundle: await bundleSource(script(10)) });
     const w = await watch(second.url, alice, again);
     expect(w.end.state).toBe('succeeded');
