@@ -33,7 +33,10 @@ import {
 const skip = sandboxUnavailable();
 if (skip) console.log(`artifacts end-to-end suite skipped: ${skip}`);
 
-const configDir = mkdtempSync('/var/tmp/jth-art-e2e-cfg-');
+let configDir: string;
+beforeAll(() => {
+  configDir = mkdtempSync('/var/tmp/jth-art-e2e-cfg-');
+});
 afterAll(() => rmSync(configDir, { recursive: true, force: true }));
 
 /** A config with the sandbox, the node runtime and artifacts-fs with `artifacts` options. */
@@ -215,9 +218,12 @@ describe.skipIf(skip)('artifacts against a real server (issue #11 items 6 and 7)
 });
 
 describe.skipIf(skip)('a server SIGKILLed mid-collect (issue #11 item 6)', () => {
-  const stateDir = mkdtempSync('/var/tmp/jth-art-crash-');
-  chmodSync(stateDir, 0o711);
+  let stateDir: string;
   const servers: ChildProcess[] = [];
+  beforeAll(() => {
+    stateDir = mkdtempSync('/var/tmp/jth-art-crash-');
+    chmodSync(stateDir, 0o711);
+  });
   afterAll(() => {
     for (const s of servers) s.kill('SIGKILL');
     const mounts = readFileSync('/proc/self/mountinfo', 'utf8')

@@ -36,18 +36,21 @@ import { type ArtifactsFsOptions, createArtifactsFs, listStored, optionsSchema, 
 
 // Jobs write artifacts to a tmpfs; so do these tests where the file count makes a disk slow to fill.
 const fast = existsSync('/dev/shm') && statSync('/dev/shm').isDirectory() ? '/dev/shm' : tmpdir();
-const root = mkdtempSync(join(tmpdir(), 'jth-collect-adv-'));
-const shm = mkdtempSync(join(fast, 'jth-collect-adv-'));
+let root: string;
+let shm: string;
 afterAll(() => {
   // `rm -rf` walks with openat(2): it removes a tree deeper than PATH_MAX, which rmSync cannot.
   execFileSync('rm', ['-rf', root, shm]);
 });
 
 const MANY = 150_000;
-const many = join(shm, 'many');
+let many: string;
 let manyMs = 0;
 
 beforeAll(() => {
+  root = mkdtempSync(join(tmpdir(), 'jth-collect-adv-'));
+  shm = mkdtempSync(join(fast, 'jth-collect-adv-'));
+  many = join(shm, 'many');
   const t = performance.now();
   mkdirSync(many);
   for (let i = 0; i < MANY; i++) closeSync(openSync(join(many, `f${String(i).padStart(6, '0')}.txt`), 'w'));

@@ -10,14 +10,17 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path, { join } from 'node:path';
 import fc from 'fast-check';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../core/log.ts';
 import { createPlan } from '../../core/launch.ts';
 import type { CollectContext, CollectResult } from '../../core/types.ts';
 import { createArtifactsFs, listStored, optionsSchema } from './mod.ts';
 import { checkName, foldKey, printable } from './names.ts';
 
-const root = mkdtempSync(join(tmpdir(), 'jth-names-adv-'));
+let root: string;
+beforeAll(() => {
+  root = mkdtempSync(join(tmpdir(), 'jth-names-adv-'));
+});
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 let n = 0;
 
