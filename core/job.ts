@@ -116,8 +116,12 @@ export function classify(input: {
   return { state: 'failed', reason: `Exited with code ${execution.exitCode}` };
 }
 
+/** Notes kept in a job's result from its collectors; a record is no place for an unbounded list. */
+export const MAX_NOTES = 200;
+
 function mergeCollected(results: Array<CollectResult | undefined | void>): Required<CollectResult> {
   const merged: Required<CollectResult> = { usage: {}, evidence: {}, artifacts: [], notes: [] };
+  let dropped = 0;
   for (const r of results) {
     if (!r) continue;
     Object.assign(merged.usage, r.usage);
@@ -129,9 +133,14 @@ function mergeCollected(results: Array<CollectResult | undefined | void>): Requi
         ...limitsNotEnforced,
       ];
     }
-    merged.artifacts.push(...(r.artifacts ?? []));
-    merged.notes.push(...(r.notes ?? []));
+    // Plain loops: a collector may return more entries than a spread call takes as arguments.
+    for (const a of r.artifacts ?? []) merged.artifacts.push(a);
+    for (const n of r.notes ?? []) {
+      if (merged.notes.length < MAX_NOTES) merged.notes.push(n);
+      else dropped++;
+    }
   }
+  if (dropped) merged.notes.push(`${dropped} more notes were left out`);
   return merged;
 }
 

@@ -383,6 +383,12 @@ export interface Plugin {
   /** Server stop. */
   close?(): Awaitable<void>;
 
+  /**
+   * Open an artifact this plugin stored (its `ArtifactInfo.location`) for download; null when the
+   * location is not this plugin's. The server asks each plugin in turn.
+   */
+  openArtifact?(location: string): Awaitable<ReadableStream<Uint8Array> | null>;
+
   /** The runtimes this plugin's `execute` hook runs. A job asking for another one is refused at once. */
   runtimes?: RuntimeInfo[];
   /**

@@ -135,7 +135,9 @@ export interface OpenedArtifact {
 }
 
 function notFound(location: string): JthError {
-  return new JthError(ErrorCode.NOT_FOUND, `Artifact "${location}" was not found in the store`, {
+  // The name only: where the store keeps files is the server's business, never a tenant's.
+  const name = location.slice(location.lastIndexOf('/') + 1);
+  return new JthError(ErrorCode.NOT_FOUND, `Artifact "${name}" was not found in the store`, {
     plugin: 'artifacts-fs',
     status: 404,
     hint: 'List the job artifacts again; they may have been removed by retention',

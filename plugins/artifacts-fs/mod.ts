@@ -2,17 +2,19 @@
  * @module
  * `artifacts-fs`: a `collect` plugin that copies the files a job left in `$JTH_ARTIFACTS` into a store
  * on the local filesystem, safely (see `_collect.ts`), under per-job and per-user quotas, and removes
- * old files by a retention policy. The server serves downloads through {@link resolveArtifact}.
+ * old files by a retention policy. The server serves downloads through its `openArtifact`.
  */
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { mkdir, rmdir } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { definePlugin } from '../../core/types.ts';
 import type { CollectContext, CollectResult, Plugin } from '../../core/types.ts';
 import { type CollectHooks, collectArtifacts } from './_collect.ts';
 import { Journal, type JournalEntry, recoverJournals, removeIfSame } from './_journal.ts';
-import { gcStore, pruneEmptyDirs, userUsage } from './_store.ts';
+import { gcStore, pruneEmptyDirs, resolveArtifact, userUsage } from './_store.ts';
 
 export { checkName, foldKey, printable } from './names.ts';
 export {
@@ -190,6 +192,12 @@ export function createArtifactsFs(
     name: 'artifacts-fs',
     apiVersion: 1,
     timeouts: { collect: opts.walk.maxMs + COLLECT_TIMEOUT_MARGIN_MS },
+    /** Only files inside this plugin's own store dir, proven after opening (see resolveArtifact). */
+    openArtifact(location) {
+      if (!location.startsWith(`${dir}/`)) return null;
+      const file = resolveArtifact(location, dir);
+      return Readable.toWeb(createReadStream('', { fd: file.fd })) as ReadableStream<Uint8Array>;
+    },
     async start(ctx) {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       // Before GC: a crash's files are settled by what the journals and the server say, not by age.

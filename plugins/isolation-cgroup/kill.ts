@@ -84,7 +84,7 @@ export async function killByFreeze(dir: string): Promise<void> {
           if (errnoCode(err) !== 'ESRCH') throw err;
         }
       }
-      queue.push(...(await childCgroups(cg)));
+      for (const child of await childCgroups(cg)) queue.push(child);
     }
   } finally {
     // SIGKILL takes effect once the tasks run again
