@@ -26,6 +26,8 @@ import type {
 
 /** How long `execute` may take past the job's own timeout to kill and reap the job. @default 10000 */
 export const DEFAULT_KILL_GRACE_MS = 10_000;
+/** How long a stopped job's processes get between SIGTERM and SIGKILL, unless the job says. @default 5000 */
+export const DEFAULT_STOP_GRACE_MS = 5_000;
 /** Allowance for a runtime to start before its wall-clock timer begins. @default 30000 */
 export const DEFAULT_START_ALLOWANCE_MS = 30_000;
 
@@ -155,9 +157,15 @@ export class JobRun {
     return this.#abort.signal;
   }
 
-  /** Ask the job to stop. Idempotent: returns true only for the call that stopped it. */
-  stop(by?: string): boolean {
-    return this.#end({ kind: 'stop', ...(by ? { by } : {}) });
+  /**
+   * Ask the job to stop, as `docker stop` does: its processes get SIGTERM, then SIGKILL once `graceMs`
+   * has passed (0 kills at once). The grace defaults to the job's `stopGraceMs`, else
+   * {@link DEFAULT_STOP_GRACE_MS}; it never runs past the job's wall-clock timeout. A server draining at
+   * shutdown passes its own. Idempotent: returns true only for the call that stopped it.
+   */
+  stop(by?: string, options: { graceMs?: number } = {}): boolean {
+    const graceMs = Math.max(0, options.graceMs ?? this.job.stopGraceMs ?? DEFAULT_STOP_GRACE_MS);
+    return this.#end({ kind: 'stop', ...(by ? { by } : {}), graceMs });
   }
 
   #end(reason: StopReason): boolean {

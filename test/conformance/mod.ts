@@ -8,7 +8,6 @@
  *     import { testIsolationPlugin } from 'jth/test/conformance/mod.ts';
  *     testIsolationPlugin({ name: 'my-sandbox', create: () => myPlugin.create({}, ctx) });
  */
-import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -24,6 +23,7 @@ import type {
   Plugin,
 } from '../../core/types.ts';
 import { silentLogger } from '../../core/log.ts';
+import { spawnCommand } from '../../plugins/runtime-node/spawn.ts';
 
 export interface SuiteOptions {
   /** Shown in test names. */
@@ -87,11 +87,9 @@ export function runWrapped(
 ): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
   const cmd = buildCommand(plan, { argv, env: jobEnv(job, plan) });
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd.argv[0]!, cmd.argv.slice(1), {
-      env: cmd.env,
-      cwd: cmd.cwd,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    // As the executor does: the command's extra `fds` (e.g. a sandbox's options) go on fd 3 and up.
+    const child = spawnCommand(cmd);
+    child.stdin.end();
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c) => (stdout += c));
