@@ -58,10 +58,12 @@ export function workspacePlugin(bundles: Map<string, string>): Plugin {
       // cannot list siblings; job ids are random, so other jobs' paths cannot be guessed.
       await mkdir(jobDir, { mode: 0o711 });
       ctx.defer(() => rm(jobDir, { recursive: true, force: true, maxRetries: 3 }), 'remove job dir');
-      await mkdir(hostPaths.app, { mode: 0o755 });
-      await writeFile(path.join(hostPaths.app, 'main.mjs'), bundles.get(ctx.job.id) ?? '', { mode: 0o644 });
+      // The tenant's code is root's alone here (an unsandboxed job runs as root); a sandbox plugin that
+      // runs the job as its own uid shares it with that uid only. Never with other local users.
+      await mkdir(hostPaths.app, { mode: 0o700 });
+      await writeFile(path.join(hostPaths.app, 'main.mjs'), bundles.get(ctx.job.id) ?? '', { mode: 0o600 });
       bundles.delete(ctx.job.id);
-      await mkdir(hostPaths.work, { mode: 0o755 });
+      await mkdir(hostPaths.work, { mode: 0o700 });
       // Without a sandbox there is no tmpfs: make the job's dirs here. With one, its mount hides these.
       await mkdir(hostPaths.artifacts, { recursive: true });
       await mkdir(hostPaths.tmp, { recursive: true });

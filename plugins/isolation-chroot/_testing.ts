@@ -3,12 +3,12 @@
  * Test helpers: drive the real plugin the way the job runner does (isolate with a real defer stack, spawn
  * through `buildCommand`, undo in reverse), on this host, with real namespaces and mounts.
  */
-import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildCommand, createPlan, jobEnv } from '../../core/launch.ts';
 import type { Bind, Command, JobSpec, LaunchPlan, Logger, Plugin, Wrapper } from '../../core/types.ts';
+import { spawnCommand } from '../runtime-node/spawn.ts';
 import definition from './mod.ts';
 
 /** Why the sandbox cannot run here, or null when it can. Tests print it when they skip. */
@@ -138,14 +138,10 @@ export async function prepare(
   return { job, plan, plugin, log, uid, command, run, runUndos, runCleanup, teardown };
 }
 
-/** Spawn a built command with exactly three pipes, as the executor does, and collect its output. */
+/** Spawn a built command as the executor does (three pipes, then its `fds`) and collect its output. */
 export function runCommand(cmd: Command, stdin = ''): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd.argv[0]!, cmd.argv.slice(1), {
-      env: cmd.env,
-      cwd: cmd.cwd,
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    const child = spawnCommand(cmd);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => {
