@@ -364,6 +364,11 @@ function buildError(why: string, cause?: unknown): JthError {
   });
 }
 
+/** The architecture name libseccomp reports for this Node's own ABI, or undefined if unsupported. */
+export function nodeArch(): string | undefined {
+  return ({ x64: 'x86_64', arm64: 'aarch64' } as Record<string, string>)[process.arch];
+}
+
 /** Run the generator on `policy`. */
 export function compileSeccomp(
   policy: SeccompPolicy,
@@ -397,6 +402,11 @@ export function compileSeccomp(
           return;
         }
         const bpf = new Uint8Array(Buffer.from(out.bpf, 'base64'));
+        // The filter allows one ABI: it must be the one jobs run, which is the server's own.
+        if (out.arch !== nodeArch()) {
+          reject(buildError(`it was built for ${out.arch}, but this server runs ${process.arch}`));
+          return;
+        }
         if (bpf.length === 0 || bpf.length % 8 !== 0) {
           reject(buildError(`the program is ${bpf.length} bytes, not a whole number of instructions`));
           return;
