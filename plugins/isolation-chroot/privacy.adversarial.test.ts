@@ -10,6 +10,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmdirSync, rmSync, statS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPlan } from '../../core/launch.ts';
 import type { Plugin, PluginDefinition } from '../../core/types.ts';
 import { workspacePlugin } from '../../server/jobs.ts';
 import cgroupDefinition from '../isolation-cgroup/mod.ts';
@@ -135,7 +136,6 @@ describe.skipIf(unavailable !== null)("host user nobody against a running tenant
   );
 
   it("without a sandbox the job's app dir is root's alone", async () => {
-    const { createPlan } = await import('../../core/launch.ts');
     const plan = createPlan(join(jobs, 'unsandboxed'));
     const undos: Array<() => unknown> = [];
     await workspacePlugin(new Map([['u1', `// ${MARKER}\n`]])).isolate!({

@@ -16,6 +16,7 @@ import { createArtifactsFs, optionsSchema } from '../artifacts-fs/mod.ts';
 import runtimeDenoDefinition from '../runtime-deno/mod.ts';
 import runtimeNodeDefinition from '../runtime-node/mod.ts';
 import { REPO_ROOT } from '../runtime-node/_testing.ts';
+import { spawnCommand } from '../runtime-node/spawn.ts';
 import { type SeccompFilter, loadSeccompFilter, seccompPolicy } from './seccomp.ts';
 import {
   createPlugin,
@@ -210,7 +211,6 @@ describe.skipIf(unavailable !== null)('the seccomp filter against a hostile job'
     const p = await prepare();
     try {
       const cmd = p.command(['/bin/sh', '-c', 'grep -E "^Seccomp" /proc/self/status; echo ready; read x']);
-      const { spawnCommand } = await import('../runtime-node/spawn.ts');
       const child = spawnCommand(cmd);
       let out = '';
       await new Promise<void>((resolve) =>
