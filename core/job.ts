@@ -26,7 +26,7 @@ import type {
 
 /** How long `execute` may take past the job's own timeout to kill and reap the job. @default 10000 */
 export const DEFAULT_KILL_GRACE_MS = 10_000;
-/** How long a stop waits between SIGTERM and SIGKILL unless the job or the caller says otherwise. */
+/** How long a stopped job's processes get between SIGTERM and SIGKILL, unless the job says. @default 5000 */
 export const DEFAULT_STOP_GRACE_MS = 5_000;
 /** Allowance for a runtime to start before its wall-clock timer begins. @default 30000 */
 export const DEFAULT_START_ALLOWANCE_MS = 30_000;
@@ -180,12 +180,13 @@ export class JobRun {
   }
 
   /**
-   * Ask the job to stop: its processes get SIGTERM, then SIGKILL once `graceMs` has passed (0 kills at
-   * once; the default is the job's `stopGraceMs`, else 5 s). Idempotent: returns true only for the call
-   * that stopped it.
+   * Ask the job to stop, as `docker stop` does: its processes get SIGTERM, then SIGKILL once `graceMs`
+   * has passed (0 kills at once). The grace defaults to the job's `stopGraceMs`, else
+   * {@link DEFAULT_STOP_GRACE_MS}; it never runs past the job's wall-clock timeout. A server draining at
+   * shutdown passes its own. Idempotent: returns true only for the call that stopped it.
    */
   stop(by?: string, options: { graceMs?: number } = {}): boolean {
-    const graceMs = options.graceMs ?? this.job.stopGraceMs ?? DEFAULT_STOP_GRACE_MS;
+    const graceMs = Math.max(0, options.graceMs ?? this.job.stopGraceMs ?? DEFAULT_STOP_GRACE_MS);
     return this.#end({ kind: 'stop', ...(by ? { by } : {}), graceMs });
   }
 

@@ -30,7 +30,7 @@ import { assertCgroup2, defaultRoot, hostSupport, missingControllersError } from
 import type { HostSupport } from './host.ts';
 import { findBlockDevice, setIoMax } from './io.ts';
 import type { BlockDevice } from './io.ts';
-import { killAll, killAndRemove, removeCgroup, waitEmpty } from './kill.ts';
+import { killAll, killAndRemove, removeCgroup, terminateAll, waitEmpty } from './kill.ts';
 import { setMemoryLimit } from './memory.ts';
 import { setPidsMax } from './pids.ts';
 import {
@@ -421,6 +421,10 @@ export default definePlugin<CgroupPluginOptions>({
           await killAll(path);
           if (!(await waitEmpty(path)))
             throw new Error(`cgroup ${path} still has processes 5 s after cgroup.kill`);
+        });
+        // The first step of a stop: SIGTERM to every process of the job, forked daemons included.
+        plan.terminators.push(async function cgroupTerminate() {
+          await terminateAll(path);
         });
       },
 
