@@ -3,13 +3,14 @@
  * The job commands other than `invoke`: `jobs`, `status`, `logs`, `stop` and `artifacts`. Each opens
  * one client, does one thing and maps failures to exit codes through CliError.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ErrorCode } from '../core/errors.ts';
+import { checkName, foldKey, printable } from '../plugins/artifacts-fs/names.ts';
 import { FrameType, frameJson } from '../server/frames.ts';
 import { type ArtifactEntry, type JobRecord, toMs } from './api.ts';
 import { ApiClient, followOutput } from './client.ts';
@@ -142,16 +143,29 @@ export async function logs(
   return ExitCode.ok;
 }
 
+/**
+ * Why an artifact name from the server cannot be written under `--out`, or undefined when it can: the
+ * CLI trusts no server with its file system. The name must be one plain file name by the collector's
+ * own portable rules (no separator of any OS, no drive letter, no `..`, no Windows device name, no
+ * control character), and must resolve to a direct child of `dir` on this OS.
+ */
+export function artifactNameProblem(name: string, dir: string): string | undefined {
+  if (typeof name !== 'string') return 'it is not a string';
+  if (name === '') return 'it is empty';
+  if (name.includes('/')) return 'it is not a plain file name (it has a "/")';
+  const checked = checkName(name);
+  if (!checked.ok) return checked.reason;
+  if (checked.name !== name) return 'it is not in NFC form';
+  const dest = resolve(dir, name);
+  if (dirname(dest) !== dir || basename(dest) !== name || isAbsolute(name)) {
+    return 'it does not name a file directly in the output dir';
+  }
+  return undefined;
+}
+
 /** Whether an artifact name is safe to write under a directory: one plain path segment. */
 export function isSafeArtifactName(name: string): boolean {
-  return (
-    name !== '' &&
-    name !== '.' &&
-    !name.includes('/') &&
-    !name.includes('\\') &&
-    !name.includes('..') &&
-    !name.includes('\0')
-  );
+  return artifactNameProblem(name, resolve('/out')) === undefined;
 }
 
 export async function artifacts(
@@ -175,13 +189,30 @@ export async function artifacts(
     }
     const dir = resolve(io.cwd, opts.out);
     await mkdir(dir, { recursive: true });
-    const refused = list.filter((a) => !isSafeArtifactName(a.name));
-    for (const a of refused)
-      io.stderr.write(`jth: refused artifact name ${JSON.stringify(a.name)}: not a plain file name\n`);
+    // Two names one file on a case-insensitive file system (macOS, Windows): the second would replace
+    // the first, so it is refused everywhere.
+    const seen = new Set<string>();
+    const accepted: ArtifactEntry[] = [];
+    let refused = 0;
+    for (const a of list) {
+      let problem = artifactNameProblem(a.name, dir);
+      if (!problem && seen.has(foldKey(a.name))) {
+        problem = 'another artifact has the same name on a case-insensitive file system';
+      }
+      if (problem) {
+        refused++;
+        io.stderr.write(`jth: refused artifact name "${printable(String(a.name))}": ${problem}\n`);
+        continue;
+      }
+      seen.add(foldKey(a.name));
+      accepted.push(a);
+    }
     const saved: Array<ArtifactEntry & { path: string }> = [];
-    for (const a of list.filter((x) => isSafeArtifactName(x.name))) {
+    for (const a of accepted) {
       const dest = join(dir, a.name);
-      const partial = `${dest}.jth-partial`;
+      // A fresh name created exclusively (O_EXCL never follows a symlink), then renamed over `dest`:
+      // rename(2) replaces a symlink at `dest` rather than writing through it.
+      const partial = join(dir, `.jth-partial-${randomBytes(8).toString('hex')}`);
       const res = await client.open('GET', `${jobPath(id)}/artifacts/${encodeURIComponent(a.name)}`);
       const hash = createHash('sha256');
       let size = 0;
@@ -193,12 +224,12 @@ export async function artifacts(
         },
       });
       try {
-        await pipeline(res, tap, createWriteStream(partial, { mode: 0o644 }));
+        await pipeline(res, tap, createWriteStream(partial, { mode: 0o644, flags: 'wx' }));
         const sha256 = hash.digest('hex');
         if (a.sha256 && a.sha256 !== sha256) {
           throw new CliError(
             ErrorCode.BAD_REQUEST,
-            `Artifact "${a.name}" does not match its sha256`,
+            `Artifact "${printable(a.name)}" does not match its sha256`,
             ExitCode.failure,
             {
               hint: `Expected ${a.sha256}, got ${sha256}; download it again`,
@@ -214,6 +245,6 @@ export async function artifacts(
     }
     if (opts.json) await writeOut(io.stdout, `${JSON.stringify(saved, null, 2)}\n`);
     else for (const s of saved) await writeOut(io.stdout, `${s.path}\t${s.size}\n`);
-    return refused.length ? ExitCode.failure : ExitCode.ok;
+    return refused ? ExitCode.failure : ExitCode.ok;
   });
 }

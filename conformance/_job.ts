@@ -4,7 +4,7 @@
  * out, a command run through the plan's isolation layers, and hook calls made the way core's driver
  * makes them, so a hook that throws synchronously fails like one that rejects.
  */
-import { spawn } from 'node:child_process';
+import { spawnCommand } from '../plugins/runtime-node/spawn.ts';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { buildCommand, createPlan, jobEnv } from '../core/launch.ts';
@@ -89,11 +89,9 @@ export function runWrapped(
 ): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }> {
   const cmd = buildCommand(plan, { argv, env: jobEnv(job, plan) });
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd.argv[0]!, cmd.argv.slice(1), {
-      env: cmd.env,
-      cwd: cmd.cwd,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    // As an executor must: the command's extra `fds` (a sandbox's options, say) go on fd 3 and up.
+    const child = spawnCommand(cmd);
+    child.stdin.end();
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c) => (stdout += c));

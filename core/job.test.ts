@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { PluginDriver } from './driver.ts';
 import { ErrorCode } from './errors.ts';
-import { classify, JobRun } from './job.ts';
+import { classify, JobRun, MAX_NOTES } from './job.ts';
 import { isTerminal } from './lifecycle.ts';
 import type { ExecuteResult, JobSpec, Plugin } from './types.ts';
 import { silentLogger } from './log.ts';
@@ -42,6 +42,16 @@ describe('classify()', () => {
     [{ execution: exec({ signal: 'SIGKILL' }), stop: { kind: 'timeout' } }, 'timed-out'],
     [{ execution: exec({ signal: 'SIGKILL' }), stop: { kind: 'stop' } }, 'stopped'],
     [{ execution: null, error: new Error('x') }, 'infra-error'],
+    [
+      {
+        execution: exec({
+          exitCode: 0,
+          result: { kind: 'error', error: { name: 'ResultTooLarge', message: 'big' } },
+        }),
+      },
+      'failed',
+    ],
+    [{ execution: exec({ exitCode: 0, result: { kind: 'value', value: 1 } }) }, 'succeeded'],
   ] as const)('%j → %s', (input, state) => {
     expect(classify({ ...base, ...(input as object) } as never).state).toBe(state);
   });
@@ -57,6 +67,22 @@ describe('classify()', () => {
 });
 
 describe('JobRun', () => {
+  it('keeps 150k artifacts and a bounded number of notes from a collector without overflowing the stack', async () => {
+    const many = Array.from({ length: 150_000 }, (_, i) => `note ${i}`);
+    const result = await run([
+      { name: 'x', apiVersion: 1, execute: () => exec({}) },
+      {
+        name: 'c',
+        apiVersion: 1,
+        collect: () => ({ notes: many, artifacts: many.map((name) => ({ name, size: 1 })) }),
+      },
+    ]).done;
+    expect(result.state).toBe('succeeded');
+    expect(result.artifacts).toHaveLength(150_000);
+    expect(result.notes).toHaveLength(MAX_NOTES + 1);
+    expect(result.notes.at(-1)).toBe(`${150_000 - MAX_NOTES} more notes were left out`);
+  });
+
   it('fails with NO_EXECUTOR when no plugin runs the job, and still cleans up', async () => {
     let cleaned = 0;
     const r = run([{ name: 'c', apiVersion: 1, cleanup: () => void cleaned++ }]);

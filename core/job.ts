@@ -26,7 +26,7 @@ import type {
 
 /** How long `execute` may take past the job's own timeout to kill and reap the job. @default 10000 */
 export const DEFAULT_KILL_GRACE_MS = 10_000;
-/** How long a stop waits between SIGTERM and SIGKILL unless the job or the caller says otherwise. */
+/** How long a stopped job's processes get between SIGTERM and SIGKILL, unless the job says. @default 5000 */
 export const DEFAULT_STOP_GRACE_MS = 5_000;
 /** Allowance for a runtime to start before its wall-clock timer begins. @default 30000 */
 export const DEFAULT_START_ALLOWANCE_MS = 30_000;
@@ -131,8 +131,12 @@ export function classify(input: {
   return { state: 'failed', reason: `Exited with code ${execution.exitCode}` };
 }
 
+/** Notes kept in a job's result from its collectors; a record is no place for an unbounded list. */
+export const MAX_NOTES = 200;
+
 function mergeCollected(results: Array<CollectResult | undefined | void>): Required<CollectResult> {
   const merged: Required<CollectResult> = { usage: {}, evidence: {}, artifacts: [], notes: [] };
+  let dropped = 0;
   for (const r of results) {
     if (!r) continue;
     Object.assign(merged.usage, r.usage);
@@ -144,9 +148,14 @@ function mergeCollected(results: Array<CollectResult | undefined | void>): Requi
         ...limitsNotEnforced,
       ];
     }
-    merged.artifacts.push(...(r.artifacts ?? []));
-    merged.notes.push(...(r.notes ?? []));
+    // Plain loops: a collector may return more entries than a spread call takes as arguments.
+    for (const a of r.artifacts ?? []) merged.artifacts.push(a);
+    for (const n of r.notes ?? []) {
+      if (merged.notes.length < MAX_NOTES) merged.notes.push(n);
+      else dropped++;
+    }
   }
+  if (dropped) merged.notes.push(`${dropped} more notes were left out`);
   return merged;
 }
 
@@ -188,12 +197,13 @@ export class JobRun {
   }
 
   /**
-   * Ask the job to stop: its processes get SIGTERM, then SIGKILL once `graceMs` has passed (0 kills at
-   * once; the default is the job's `stopGraceMs`, else 5 s). Idempotent: returns true only for the call
-   * that stopped it.
+   * Ask the job to stop, as `docker stop` does: its processes get SIGTERM, then SIGKILL once `graceMs`
+   * has passed (0 kills at once). The grace defaults to the job's `stopGraceMs`, else
+   * {@link DEFAULT_STOP_GRACE_MS}; it never runs past the job's wall-clock timeout. A server draining at
+   * shutdown passes its own. Idempotent: returns true only for the call that stopped it.
    */
   stop(by?: string, options: { graceMs?: number } = {}): boolean {
-    const graceMs = options.graceMs ?? this.job.stopGraceMs ?? DEFAULT_STOP_GRACE_MS;
+    const graceMs = Math.max(0, options.graceMs ?? this.job.stopGraceMs ?? DEFAULT_STOP_GRACE_MS);
     return this.#end({ kind: 'stop', ...(by ? { by } : {}), graceMs });
   }
 

@@ -258,7 +258,18 @@ export interface Command {
   cwd: string;
   /** Host paths the command needs to see, bound at the same path inside a sandbox. */
   binds: Bind[];
+  /**
+   * Extra open fds for the command: entry `i` becomes fd `3 + i`. A wrapper that adds one appends it and
+   * names it by that number (e.g. bwrap's `--seccomp 3`). Nothing else of the server's is inherited.
+   */
+  fds?: CommandFd[];
 }
+
+/**
+ * One extra fd of a {@link Command}: a host file the executor opens read-only, or bytes it writes into a
+ * pipe and then closes (they never touch the disk, and the child reads them to end of file).
+ */
+export type CommandFd = { path: string } | { data: Uint8Array };
 
 /** An isolation layer: takes the inner command and returns the command that runs it isolated. */
 export type Wrapper = (inner: Command) => Command;
@@ -440,6 +451,12 @@ export interface Plugin {
   start?(ctx: StartContext): Awaitable<void>;
   /** Server stop. */
   close?(): Awaitable<void>;
+
+  /**
+   * Open an artifact this plugin stored (its `ArtifactInfo.location`) for download; null when the
+   * location is not this plugin's. The server asks each plugin in turn.
+   */
+  openArtifact?(location: string): Awaitable<ReadableStream<Uint8Array> | null>;
 
   /** The runtimes this plugin's `execute` hook runs. A job asking for another one is refused at once. */
   runtimes?: RuntimeInfo[];

@@ -8,10 +8,14 @@ want=()
 command -v bwrap >/dev/null || want+=(bubblewrap)
 command -v setpriv >/dev/null || want+=(util-linux)
 command -v openssl >/dev/null || want+=(openssl)
+# The sandbox's seccomp filter is built by libseccomp through Debian's Python binding (not pyenv's).
+/usr/bin/python3 -c 'import seccomp' >/dev/null 2>&1 || want+=(python3-seccomp)
 if [ "${JTH_SETUP_VM:-0}" = 1 ]; then
   command -v qemu-system-x86_64 >/dev/null || want+=(qemu-system-x86)
   dpkg -s busybox-static >/dev/null 2>&1 || want+=(busybox-static)
   command -v cpio >/dev/null || want+=(cpio)
+  # The test command only: the seccomp tests build a tiny static raw-syscall probe (no libc needed).
+  command -v gcc >/dev/null || want+=(gcc)
 fi
 if [ ${#want[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

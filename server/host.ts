@@ -66,12 +66,17 @@ export function denoBinary(): string | null {
   return found.startsWith('/') ? found : null;
 }
 
-export function probeHost(): HostFacts {
-  const cg = cgroup2Mount();
-  const bwrap = which('bwrap');
-  const setpriv = which('setpriv');
-  let userns = false;
-  if (bwrap && setpriv) {
+/** A sandbox start that worked once works for the life of the process: facts are probed once. */
+let usernsWorks = false;
+
+/**
+ * Whether an unprivileged bwrap sandbox starts here. A start that fails (or times out on a loaded host)
+ * is tried again before the host is judged unable: a wrong "no" would drop the sandbox from the
+ * embedded defaults, and the server would refuse to start.
+ */
+function probeUserns(bwrap: string, setpriv: string): boolean {
+  if (usernsWorks) return true;
+  for (let attempt = 0; attempt < 3 && !usernsWorks; attempt++) {
     const r = spawnSync(
       setpriv,
       [
@@ -85,13 +90,18 @@ export function probeHost(): HostFacts {
         '/',
         'true',
       ],
-      {
-        timeout: 10_000,
-        env: {},
-      },
+      { timeout: 30_000, env: {} },
     );
-    userns = r.status === 0;
+    usernsWorks = r.status === 0;
   }
+  return usernsWorks;
+}
+
+export function probeHost(): HostFacts {
+  const cg = cgroup2Mount();
+  const bwrap = which('bwrap');
+  const setpriv = which('setpriv');
+  const userns = !!bwrap && !!setpriv && probeUserns(bwrap, setpriv);
   return {
     root: process.getuid?.() === 0,
     cgroup2: cg,

@@ -106,8 +106,10 @@ export function workspacePlugin(files: Map<string, Record<string, Uint8Array>>):
     // cannot list siblings; job ids are random, so other jobs' paths cannot be guessed.
     await mkdir(jobDir, { mode: 0o711 });
     defer(() => rm(jobDir, { recursive: true, force: true, maxRetries: 3 }), 'remove job dir');
-    await mkdir(hostPaths.app, { mode: 0o755 });
-    await mkdir(hostPaths.work, { mode: 0o755 });
+    // The tenant's code is root's alone here (an unsandboxed job runs as root); a sandbox plugin that
+    // runs the job as its own uid shares it with that uid only. Never with other local users.
+    await mkdir(hostPaths.app, { mode: 0o700 });
+    await mkdir(hostPaths.work, { mode: 0o700 });
     // Without a sandbox there is no tmpfs: make the job's dirs here. With one, its mount hides these.
     await mkdir(hostPaths.artifacts, { recursive: true });
     await mkdir(hostPaths.tmp, { recursive: true });
@@ -116,8 +118,8 @@ export function workspacePlugin(files: Map<string, Record<string, Uint8Array>>):
   async function writeFiles(plan: LaunchPlan, id: string): Promise<void> {
     for (const [name, bytes] of Object.entries(files.get(id) ?? {})) {
       const file = path.join(plan.hostPaths.app, name);
-      await mkdir(path.dirname(file), { recursive: true, mode: 0o755 });
-      await writeFile(file, bytes, { mode: 0o644 });
+      await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+      await writeFile(file, bytes, { mode: 0o600 });
     }
     files.delete(id);
   }

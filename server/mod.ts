@@ -8,16 +8,14 @@
  * probe every runtime through the real sandbox; then serve the API over mutual TLS (TLS 1.3 only) and
  * start claiming queued jobs. Shutdown drains running jobs with SIGTERM and the configured grace.
  */
-import { closeSync, createReadStream, mkdirSync, readFileSync } from 'node:fs';
+import { closeSync, mkdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
 import { getRequestListener } from '@hono/node-server';
 import { PluginDriver } from '../core/driver.ts';
 import { Pool, type PoolShape } from '../core/pool.ts';
 import { ErrorCode, JthError, wrapPluginError } from '../core/errors.ts';
 import type { Logger, Plugin } from '../core/types.ts';
-import { resolveArtifact } from '../plugins/artifacts-fs/mod.ts';
 import { ensureDevPki, serverTls } from '../plugins/auth-mtls/pki.ts';
 import { inheritableFds } from '../plugins/isolation-chroot/_host.ts';
 import { createApp } from './app.ts';
@@ -238,7 +236,6 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       await probeRuntimes({ driver, runtimes, jobsDir: statePaths(settings.stateDir).jobs, files, log });
     }
 
-    const artifactsDir = statePaths(settings.stateDir).artifacts;
     const app = createApp({
       driver,
       jobs,
@@ -247,9 +244,13 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       version: VERSION,
       bodyLimitBytes: settings.bodyLimit,
       maxWatchersPerUser: settings.maxWatchersPerUser,
+      // The plugin that stored an artifact opens it; none claiming a location means it is gone.
       async openArtifact(location) {
-        const file = await resolveArtifact(location, artifactsDir);
-        return Readable.toWeb(createReadStream('', { fd: file.fd })) as ReadableStream<Uint8Array>;
+        for (const p of driver.plugins) {
+          const body = await p.openArtifact?.(location);
+          if (body) return body;
+        }
+        return null;
       },
     });
     // The pool fills in the background once everything else is up; jobs never wait for it.

@@ -134,7 +134,7 @@ describe('artifacts-fs strategies', () => {
     const want = expected.map((e) => join(s.store, e.replace('JOB', s.ctx.job.id)));
     if (mode === 'discard') {
       expect(res).toEqual({ artifacts: [], notes: ['artifacts discarded by policy'] });
-      expect(listStored(s.store)).toEqual([]);
+      expect(await listStored(s.store)).toEqual([]);
       return;
     }
     expect(res.notes).toEqual([]);
@@ -144,11 +144,7 @@ describe('artifacts-fs strategies', () => {
     ]);
     expect(readFileSync(want[0]!, 'utf8')).toBe('alpha');
     expect(readFileSync(want[1]!, 'utf8')).toBe('beta');
-    expect(
-      listStored(s.store)
-        .map((f) => f.path)
-        .sort(),
-    ).toEqual([...want].sort());
+    expect((await listStored(s.store)).map((f) => f.path).sort()).toEqual([...want].sort());
   });
 
   it('a second job with the same folder name gets a suffixed folder, never overwriting', async () => {
@@ -202,7 +198,7 @@ describe('artifacts-fs against a hostile artifact dir', () => {
     const res = await collect(s);
     expect(res.artifacts).toEqual([]);
     expect(res.notes).toEqual(['artifact "sub/passwd" skipped: it was replaced while being collected']);
-    const stored = listStored(s.store);
+    const stored = await listStored(s.store);
     const etcPasswd = readFileSync('/etc/passwd', 'utf8');
     for (const f of stored) expect(readFileSync(f.path, 'utf8')).not.toBe(etcPasswd);
     expect(stored).toEqual([]);
@@ -283,7 +279,7 @@ describe('artifacts-fs quotas and retention', () => {
     const res = await collect(s);
     expect(res.artifacts.map((a) => a.name)).toEqual(['1', '3']);
     expect(res.notes).toEqual([
-      'artifact "2" skipped: over the per-job limit of 10 bytes',
+      'artifact "2" skipped: it is 7 bytes, more than the 6 bytes left of the per-job limit of 10 bytes',
       'artifact "4" skipped: over the per-job limit of 2 files',
     ]);
   });
@@ -300,8 +296,8 @@ describe('artifacts-fs quotas and retention', () => {
     const res = await collect(next);
     expect(res.artifacts.map((a) => a.name)).toEqual(['c1', 'c2']);
     expect(res.notes).toEqual([
-      'artifact "big" skipped: over the per-user limit of 40 bytes',
-      'artifact "c3" skipped: over the per-user limit of 2 files',
+      'artifact "big" skipped: it is 50 bytes, more than the 40 bytes left of the per-user limit of 100 bytes',
+      'artifact "c3" skipped: over the per-user limit of 3 files',
     ]);
     // Another user is not held to alice's usage.
     const bob = await setup(
@@ -350,7 +346,7 @@ describe('artifacts-fs crash safety and downloads', () => {
     // All or nothing per job: a.txt was stored before the crash and is taken back.
     const folder = join(s.store, 'alice', s.ctx.job.id);
     expect(existsSync(folder)).toBe(false);
-    expect(listStored(s.store, { temps: true })).toEqual([]);
+    expect(await listStored(s.store, { temps: true })).toEqual([]);
   });
 
   it('resolveArtifact opens a stored file and refuses anything outside the store', async () => {
@@ -400,6 +396,7 @@ describe('artifacts-fs crash safety and downloads', () => {
       users: {},
       limits: { perJob: { count: 100, bytes: 104857600 }, perUser: { count: 10000, bytes: 1073741824 } },
       retention: { intervalMs: 3600000 },
+      walk: { maxEntries: 10000, maxDepth: 32, maxMs: 20000 },
     });
   });
 });

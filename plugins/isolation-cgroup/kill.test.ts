@@ -4,7 +4,16 @@
  * has cgroup.kill, cgroup.freeze and cgroup.events even without controllers.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,6 +26,8 @@ import {
   killByFreeze,
   listPids,
   removeCgroup,
+  terminateAll,
+  terminationTargets,
   waitEmpty,
 } from './kill.ts';
 
@@ -160,5 +171,43 @@ describe('killByFreeze', () => {
     expect(pids.filter(isAlive)).toEqual([]);
     expect(readFileSync(join(dir, 'cgroup.freeze'), 'utf8').trim()).toBe('0');
     await removeCgroup(dir);
+  });
+});
+
+describe('terminationTargets', () => {
+  it('spares the init of a nested pid namespace and its launcher, and signals everything else', () => {
+    const procs = [
+      { pid: 100, ppid: 1, nspid: [100] }, // bwrap's launcher, in our namespace
+      { pid: 101, ppid: 100, nspid: [101, 1] }, // bwrap's init: pid 1 of the job's namespace
+      { pid: 102, ppid: 101, nspid: [102, 2] }, // the job
+      { pid: 103, ppid: 102, nspid: [103, 3] }, // its child
+    ];
+    expect(terminationTargets(procs)).toEqual([102, 103]);
+    // Without a sandbox every process of the job is the job's own.
+    expect(
+      terminationTargets([
+        { pid: 7, ppid: 1, nspid: [7] },
+        { pid: 8, ppid: 7, nspid: [8] },
+      ]),
+    ).toEqual([7, 8]);
+    // A server that runs in a container itself: depth 2 is its own namespace, not a sandbox's.
+    expect(terminationTargets([{ pid: 9, ppid: 5, nspid: [9, 1] }], { ownDepth: 2 })).toEqual([9]);
+  });
+
+  it('terminateAll sends SIGTERM to every process of the subtree, which a trap sees', async () => {
+    const dir = cgroup();
+    mkdirSync(join(dir, 'sub'));
+    const marks = mkdtempSync(join(tmpdir(), 'jth-cg-term-'));
+    const trap = (name: string) => `trap 'touch ${marks}/${name}; exit 0' TERM; while :; do sleep 0.05; done`;
+    const a = startIn(dir, trap('a'));
+    const b = startIn(join(dir, 'sub'), trap('b'));
+    await until(() => readFileSync(join(dir, 'sub', 'cgroup.procs'), 'utf8').trim() !== '');
+    await until(() => readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim() !== '');
+    expect(await terminateAll(dir)).toBeGreaterThanOrEqual(2);
+    expect(await Promise.all([a, b])).toEqual([0, 0]);
+    expect(readdirSync(marks).sort()).toEqual(['a', 'b']);
+    expect(await terminateAll(join(dir, 'gone'))).toBe(0);
+    await removeCgroup(dir);
+    rmSync(marks, { recursive: true, force: true });
   });
 });

@@ -3,9 +3,10 @@
  * Killing every process of a cgroup and removing it, as crun does: write `cgroup.kill` (kernel 5.14+,
  * Documentation/admin-guide/cgroup-v2.rst); only when that file is missing, freeze the cgroup, SIGKILL each
  * pid and thaw. Removal treats ENOENT as success and retries EBUSY with a bounded backoff, because a cgroup
- * stays busy for a moment after its last task has been killed.
+ * stays busy for a moment after its last task has been killed. Before a kill, a stop asks politely:
+ * {@link terminateAll} sends SIGTERM to the job's own processes, sparing a sandbox's launcher.
  */
-import { readdir, rmdir } from 'node:fs/promises';
+import { readFile, readdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCode, JthError } from '../../core/errors.ts';
 import { errnoCode, readCgroupFile, writeCgroupFile } from './_fs.ts';
@@ -84,7 +85,7 @@ export async function killByFreeze(dir: string): Promise<void> {
           if (errnoCode(err) !== 'ESRCH') throw err;
         }
       }
-      queue.push(...(await childCgroups(cg)));
+      for (const child of await childCgroups(cg)) queue.push(child);
     }
   } finally {
     // SIGKILL takes effect once the tasks run again
@@ -155,4 +156,76 @@ export async function killAndRemove(dir: string, options: KillOptions = {}): Pro
   await killAll(dir);
   await waitEmpty(dir, options);
   await removeCgroup(dir, { killOnRetry: true, ...options });
+}
+
+/** What {@link terminationTargets} needs of one process, from `/proc/<pid>/status`. */
+export interface ProcInfo {
+  pid: number;
+  ppid: number;
+  /** `NSpid:` of proc(5): the pid in each pid namespace, outermost first. */
+  nspid: number[];
+}
+
+/**
+ * The pids that a graceful stop should signal: all but the init of a nested pid namespace and that
+ * init's parent. A sandbox such as bwrap runs a launcher in our namespace whose child is pid 1 of the
+ * job's namespace; SIGTERM would kill the launcher (it has no handler), whose death kills that init
+ * (`--die-with-parent`), whose death SIGKILLs the whole namespace (pid_namespaces(7)): no grace at all.
+ * The init itself ignores a signal it has no handler for when it comes from an ancestor namespace.
+ */
+export function terminationTargets(
+  procs: readonly ProcInfo[],
+  options: { ownDepth?: number } = {},
+): number[] {
+  const ownDepth = options.ownDepth ?? 1;
+  const inits = new Set(
+    procs.filter((p) => p.nspid.length > ownDepth && p.nspid.at(-1) === 1).map((p) => p.pid),
+  );
+  const launchers = new Set(procs.filter((p) => inits.has(p.pid)).map((p) => p.ppid));
+  return procs.filter((p) => !inits.has(p.pid) && !launchers.has(p.pid)).map((p) => p.pid);
+}
+
+/** `PPid` and `NSpid` of a live process, or undefined once it is gone. */
+export async function procInfo(pid: number): Promise<ProcInfo | undefined> {
+  let text: string;
+  try {
+    text = await readFile(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const ppid = Number(/^PPid:\s+(\d+)/m.exec(text)?.[1] ?? 0);
+  // NSpid: Linux 4.1+; without it, the process is in our own namespace.
+  const nspid = (/^NSpid:\s+(.*)$/m.exec(text)?.[1] ?? String(pid)).trim().split(/\s+/).map(Number);
+  return { pid, ppid, nspid };
+}
+
+/** How many pid namespaces deep this process is (1 on a host, more inside a container). */
+async function ownPidDepth(): Promise<number> {
+  return (await procInfo(process.pid))?.nspid.length ?? 1;
+}
+
+/**
+ * Send SIGTERM to the job's own processes in the cgroup at `dir` and its descendants (see
+ * {@link terminationTargets}). Resolves once the signals are sent; returns how many were. A cgroup that
+ * does not exist has nobody to signal.
+ */
+export async function terminateAll(dir: string): Promise<number> {
+  const pids: number[] = [];
+  const queue = [dir];
+  while (queue.length > 0) {
+    const cg = queue.pop()!;
+    pids.push(...(await listPids(cg)));
+    queue.push(...(await childCgroups(cg)));
+  }
+  const infos = (await Promise.all(pids.map(procInfo))).filter((p): p is ProcInfo => p !== undefined);
+  let sent = 0;
+  for (const pid of terminationTargets(infos, { ownDepth: await ownPidDepth() })) {
+    try {
+      process.kill(pid, 'SIGTERM');
+      sent++;
+    } catch (err) {
+      if (errnoCode(err) !== 'ESRCH') throw err;
+    }
+  }
+  return sent;
 }

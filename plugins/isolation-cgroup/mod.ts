@@ -31,7 +31,7 @@ import { assertCgroup2, defaultRoot, hostSupport, missingControllersError } from
 import type { HostSupport } from './host.ts';
 import { findBlockDevice, setIoMax } from './io.ts';
 import type { BlockDevice } from './io.ts';
-import { killAll, killAndRemove, removeCgroup, waitEmpty } from './kill.ts';
+import { killAll, killAndRemove, removeCgroup, terminateAll, waitEmpty } from './kill.ts';
 import { setMemoryLimit } from './memory.ts';
 import { setPidsMax } from './pids.ts';
 import {
@@ -196,6 +196,13 @@ export function cgroupKiller(path: string): () => Promise<void> {
   return async function cgroupKill() {
     await killAll(path);
     if (!(await waitEmpty(path))) throw new Error(`cgroup ${path} still has processes 5 s after cgroup.kill`);
+  };
+}
+
+/** The job's terminator: SIGTERM to every process of the cgroup, sparing a sandbox's launcher. */
+export function cgroupTerminator(path: string): () => Promise<void> {
+  return async function cgroupTerminate() {
+    await terminateAll(path);
   };
 }
 
@@ -524,6 +531,7 @@ export default definePlugin<CgroupPluginOptions>({
           const at = plan.killers.indexOf(pool.killer);
           if (at >= 0) plan.killers.splice(at, 1);
           plan.killers.unshift(cgroupKiller(s.path));
+          plan.terminators.unshift(cgroupTerminator(s.path));
           if (precharged > 0) s.precharged = precharged;
           ctx.scratch.set(PLUGIN_NAME, s);
           return;
@@ -532,6 +540,8 @@ export default definePlugin<CgroupPluginOptions>({
         ctx.scratch.set(PLUGIN_NAME, s);
         plan.wrappers.push(cgroupEntryWrapper(`${s.path}/cgroup.procs`));
         plan.killers.push(cgroupKiller(s.path));
+        // The first step of a stop: SIGTERM to every process of the job, forked daemons included.
+        plan.terminators.push(cgroupTerminator(s.path));
       },
 
       async collect(ctx: CollectContext): Promise<CollectResult | undefined> {

@@ -1,10 +1,12 @@
 /**
  * @module
  * Pure argument building for the sandbox launcher: `setpriv` drops to the job's uid, then `bwrap` builds
- * the job's root in fresh namespaces and pivots into it. Nothing here touches the host, so every flag is
- * unit-tested in `mod.test.ts`.
+ * the job's root in fresh namespaces and pivots into it. bwrap's options travel through a pipe
+ * (`--args FD`), never its command line: the command line of every process is world-readable in
+ * `/proc`, and these options name the job's host paths and carry its environment (secrets included).
+ * Nothing here touches the host, so every flag is unit-tested in `mod.test.ts`.
  */
-import type { Command, JobPaths } from '../../core/types.ts';
+import type { Command, CommandFd, JobPaths } from '../../core/types.ts';
 
 /** One top-level entry of the host root that the namespace root mirrors (e.g. `/bin -> usr/bin`). */
 export type RootEntry = { kind: 'symlink'; path: string; target: string } | { kind: 'dir'; path: string };
@@ -31,11 +33,34 @@ export interface SandboxSpec {
   procMasks: string[];
   setprivPath: string;
   bwrapPath: string;
+  /** The seccomp BPF program bwrap loads just before it execs the job; none means no filter. */
+  seccomp?: Uint8Array;
 }
 
-/** The sandbox wrapper around `inner`, as one argv. The returned command's cwd is a host path. */
+/** bwrap's `--args` format: every argument followed by a NUL. */
+export function encodeArgs(args: readonly string[]): Uint8Array {
+  const bad = args.find((a) => a.includes('\0'));
+  if (bad !== undefined)
+    throw new Error(`Cannot pass an argument holding a NUL byte to bwrap: ${JSON.stringify(bad)}`);
+  return new TextEncoder().encode(args.map((a) => `${a}\0`).join(''));
+}
+
+/**
+ * The sandbox wrapper around `inner`. The launcher's argv names only the runtime's command (sandbox
+ * paths); bwrap's options, the seccomp program and the job's env go in through fds appended to
+ * `inner.fds`. The launcher's own env is only `JTH_JOB_ID` (the marker the executor's sweep looks
+ * for): bwrap gives the job its env from `--setenv` options. The returned command's cwd is a host path.
+ */
 export function sandboxCommand(inner: Command, spec: SandboxSpec): Command {
   const u = String(spec.uid);
+  const fds: CommandFd[] = [...(inner.fds ?? [])];
+  let seccompFd: number | undefined;
+  if (spec.seccomp) {
+    seccompFd = 3 + fds.length;
+    fds.push({ data: spec.seccomp });
+  }
+  const argsFd = 3 + fds.length;
+  fds.push({ data: encodeArgs(bwrapArgs(inner, spec, seccompFd === undefined ? {} : { seccompFd })) });
   const argv = [
     spec.setprivPath,
     `--reuid=${u}`,
@@ -46,16 +71,24 @@ export function sandboxCommand(inner: Command, spec: SandboxSpec): Command {
     '--no-new-privs',
     '--',
     spec.bwrapPath,
-    ...bwrapArgs(inner, spec),
+    '--args',
+    String(argsFd),
     '--',
     ...inner.argv,
   ];
+  const env: Record<string, string> = {};
+  if (inner.env.JTH_JOB_ID !== undefined) env.JTH_JOB_ID = inner.env.JTH_JOB_ID;
   // `cwd` is where setpriv starts on the host; the job's own cwd is set inside by `--chdir`.
-  return { argv, env: { ...inner.env }, cwd: '/', binds: [] };
+  return { argv, env, cwd: '/', binds: [], fds };
 }
 
-/** The bwrap options (without the trailing `-- argv`). Order matters: bwrap applies them in sequence. */
-export function bwrapArgs(inner: Command, spec: SandboxSpec): string[] {
+/**
+ * The bwrap options (without the trailing `-- argv`). Order matters: bwrap applies them in sequence.
+ * `seccompFd` names the fd of the seccomp program; bwrap reads it at start and applies the filter as its
+ * last step before `execve` (bubblewrap.c: "Should be the last thing before execve()"), so its own
+ * set-up (mount, pivot_root) is not filtered and everything the job runs is.
+ */
+export function bwrapArgs(inner: Command, spec: SandboxSpec, options: { seccompFd?: number } = {}): string[] {
   const a: string[] = [
     // user, ipc, pid, net, uts and cgroup namespaces; a nested user namespace is then refused.
     '--unshare-all',
@@ -111,6 +144,7 @@ export function bwrapArgs(inner: Command, spec: SandboxSpec): string[] {
   // The namespace root is a tmpfs built by bwrap; freeze it so the job cannot plant files outside /work.
   if (spec.mode === 'namespace') a.push('--remount-ro', '/');
   a.push('--cap-drop', 'ALL', '--chdir', inner.cwd);
+  if (options.seccompFd !== undefined) a.push('--seccomp', String(options.seccompFd));
   return a;
 }
 

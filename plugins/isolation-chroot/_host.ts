@@ -5,6 +5,7 @@
  * run it.
  */
 import { readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import type { Logger } from '../../core/types.ts';
 import { Mounter } from './_mounter.ts';
 
@@ -112,16 +113,19 @@ export async function mountTmpfs(dir: string, options: { sizeBytes: number; uid:
   const o = `size=${options.sizeBytes},mode=0700,uid=${options.uid},gid=${options.uid},nosuid,nodev`;
   // Node has no mount(2); util-linux mount does it (we are root). Asynchronously: a synchronous
   // spawn would stall every other job and request of the server while mount runs.
-  const r = await run('/bin/mount', ['-t', 'tmpfs', '-o', o, 'tmpfs', dir]);
+  const r = await run('/bin/mount', ['-t', 'tmpfs', '-o', o, 'tmpfs', basename(dir)], dirname(dir));
   if (r.status !== 0) throw new Error(`Cannot mount the work tmpfs on "${dir}": ${r.stderr.trim()}`);
 }
 
 /** One helper shell per server process runs every mount and umount (see `_mounter.ts`). */
 export const mounter = new Mounter();
 
-/** Run a mount command to completion without blocking the event loop or forking the server. */
-function run(cmd: string, args: string[]): Promise<{ status: number | null; stderr: string }> {
-  return mounter.run([cmd, ...args]);
+/**
+ * Run a mount command to completion without blocking the event loop or forking the server. Paths are
+ * given relative to `cwd`, so the job's path is in no command line (see `_mounter.ts`).
+ */
+function run(cmd: string, args: string[], cwd: string): Promise<{ status: number | null; stderr: string }> {
+  return mounter.run([cmd, ...args], { cwd });
 }
 
 /**
@@ -130,12 +134,12 @@ function run(cmd: string, args: string[]): Promise<{ status: number | null; stde
  */
 export async function unmountTmpfs(dir: string, log: Logger): Promise<void> {
   if (isMounted(dir)) {
-    const r = await run('/bin/umount', [dir]);
+    const r = await run('/bin/umount', [basename(dir)], dirname(dir));
     if (r.status !== 0 && isMounted(dir)) {
       const why = (r.stderr || '').trim();
       if (!/busy/i.test(why)) throw new Error(`Cannot unmount the work tmpfs "${dir}": ${why}`);
       log.warn({ dir, why }, 'Work tmpfs busy; detaching it with umount -l as a last resort');
-      const lazy = await run('/bin/umount', ['-l', dir]);
+      const lazy = await run('/bin/umount', ['-l', basename(dir)], dirname(dir));
       if (lazy.status !== 0 && isMounted(dir)) {
         throw new Error(`Cannot detach the work tmpfs "${dir}": ${(lazy.stderr || '').trim()}`);
       }
@@ -239,4 +243,35 @@ export function inheritableFds(): number[] {
     }
   }
   return out;
+}
+
+/**
+ * SIGTERM the job's own processes of `uid`: those in a pid namespace below ours, except that
+ * namespace's init. bwrap's launcher (in our namespace) is spared: SIGTERM would kill it, and with it
+ * the whole sandbox at once (see isolation-cgroup's `terminationTargets`). Returns how many were sent.
+ */
+export function terminateUid(uid: number): number {
+  const ownDepth = nspidOf(process.pid)?.length ?? 1;
+  let sent = 0;
+  for (const pid of processesOfUid(uid)) {
+    const nspid = nspidOf(pid);
+    if (!nspid || nspid.length <= ownDepth || nspid.at(-1) === 1) continue;
+    try {
+      process.kill(pid, 'SIGTERM');
+      sent++;
+    } catch {
+      // ESRCH: it ended on its own.
+    }
+  }
+  return sent;
+}
+
+/** `NSpid:` of proc(5) (the pid in each pid namespace, outermost first), or undefined once gone. */
+function nspidOf(pid: number): number[] | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/status`, 'utf8');
+    return (/^NSpid:\s+(.*)$/m.exec(text)?.[1] ?? String(pid)).trim().split(/\s+/).map(Number);
+  } catch {
+    return undefined;
+  }
 }

@@ -41,6 +41,30 @@ describe('Mounter', () => {
     expect((await m.run(['/bin/true'])).status).toBe(0);
   });
 
+  it('runs a command in a cwd, so a path relative to it is on no command line; the helper stays put', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'jth-mounter-cwd-'));
+    try {
+      const r = await m.run(
+        [
+          '/bin/sh',
+          '-c',
+          'pwd; tr "\\0" " " < /proc/$$/cmdline; echo; tr "\\0" " " < /proc/$PPID/cmdline; echo',
+        ],
+        {
+          cwd: dir,
+        },
+      );
+      const [pwd, own, parent] = r.stderr.trim().split('\n');
+      expect(pwd).toBe(dir);
+      expect(own).not.toContain(dir);
+      expect(parent).not.toContain(dir);
+      expect((await m.run(['/bin/pwd'])).stderr.trim()).toBe(process.cwd());
+      await expect(m.run(['/bin/true'], { cwd: 'a\nb' })).rejects.toThrow(/newline/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('mounts and unmounts a real size-capped tmpfs', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'jth-mounter-'));
     try {

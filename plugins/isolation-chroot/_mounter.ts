@@ -6,7 +6,9 @@
  *
  * Protocol: one command a line, every argument single-quoted, so the shell's `eval` sees exactly the
  * words we sent; the shell answers with the command's output and a record separator plus exit status.
- * Commands run one at a time, in order.
+ * Commands run one at a time, in order. A command given a `cwd` runs in a subshell that changes to it
+ * first, so its argv can name a path relative to it: a job's host path then never appears on a command
+ * line, which every local user can read in `/proc`.
  */
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 
@@ -32,9 +34,10 @@ export class Mounter {
   #out = '';
 
   /** Run `argv` in the helper shell. Resolves with its status; rejects only if the helper died. */
-  async run(argv: string[]): Promise<RunResult> {
+  async run(argv: string[], options: { cwd?: string } = {}): Promise<RunResult> {
     // Everything before the first await runs at the call, so lines reach the shell in call order.
-    const line = `${argv.map(quote).join(' ')}\n`;
+    const command = argv.map(quote).join(' ');
+    const line = `${options.cwd === undefined ? command : `(cd ${quote(options.cwd)} && exec ${command})`}\n`;
     const child = this.#ensure();
     return await new Promise((resolve, reject) => {
       this.#pending.push({ resolve, reject });

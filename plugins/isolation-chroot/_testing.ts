@@ -3,12 +3,36 @@
  * Test helpers: drive the real plugin the way the job runner does (isolate with a real defer stack, spawn
  * through `buildCommand`, undo in reverse), on this host, with real namespaces and mounts.
  */
-import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PluginDriver } from '../../core/driver.ts';
+import { JobRun } from '../../core/job.ts';
 import { buildCommand, createPlan, jobEnv } from '../../core/launch.ts';
-import type { Bind, Command, JobSpec, LaunchPlan, Logger, Plugin, Wrapper } from '../../core/types.ts';
+import type {
+  Bind,
+  Command,
+  JobResult,
+  JobSpec,
+  LaunchPlan,
+  Logger,
+  Plugin,
+  Wrapper,
+} from '../../core/types.ts';
+import { workspacePlugin } from '../../server/jobs.ts';
+import { bundleInto } from '../runtime-node/_testing.ts';
+import { spawnCommand } from '../runtime-node/spawn.ts';
+import { DEFAULT_PYTHON } from './seccomp.ts';
 import definition from './mod.ts';
 
 /** Why the sandbox cannot run here, or null when it can. Tests print it when they skip. */
@@ -17,6 +41,12 @@ export function sandboxUnavailable(): string | null {
   if (!existsSync('/usr/bin/bwrap')) return '/usr/bin/bwrap is not installed (apt-get install bubblewrap)';
   if (!existsSync('/usr/bin/setpriv')) return '/usr/bin/setpriv is not installed (util-linux)';
   return null;
+}
+
+/** Why the seccomp filter cannot be built here (Debian's Python lacks libseccomp), or null. */
+export function seccompUnavailable(): string | null {
+  const r = spawnSync(DEFAULT_PYTHON, ['-I', '-c', 'import seccomp'], { encoding: 'utf8' });
+  return r.status === 0 ? null : `${DEFAULT_PYTHON} cannot import seccomp (apt-get install python3-seccomp)`;
 }
 
 /** A logger that keeps what it is told, so tests can assert on warnings. */
@@ -138,14 +168,10 @@ export async function prepare(
   return { job, plan, plugin, log, uid, command, run, runUndos, runCleanup, teardown };
 }
 
-/** Spawn a built command with exactly three pipes, as the executor does, and collect its output. */
+/** Spawn a built command as the executor does (three pipes, then its `fds`) and collect its output. */
 export function runCommand(cmd: Command, stdin = ''): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd.argv[0]!, cmd.argv.slice(1), {
-      env: cmd.env,
-      cwd: cmd.cwd,
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    const child = spawnCommand(cmd);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => {
@@ -174,4 +200,96 @@ export async function runScript(
   } finally {
     await p.teardown();
   }
+}
+
+/** A job started through core's `JobRun`, as the server runs it. */
+export interface CoreJob {
+  run: JobRun;
+  job: JobSpec;
+  jobDir: string;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves once the job's stdout contains `text`. */
+  waitFor(text: string, timeoutMs?: number): Promise<void>;
+  done: Promise<JobResult>;
+}
+
+/**
+ * Start one job through core's `JobRun` and `PluginDriver`, as the server does: the server's own
+ * workspace step first (job dir, bundle in `app/`), then `plugins`. `appFiles` are host files copied
+ * into the app dir (mode kept) before any sandbox step runs, e.g. a test binary for the job to run.
+ */
+export async function startJob(o: {
+  /** The server's jobs dir (searchable by job uids, e.g. 0711). */
+  base: string;
+  plugins: Plugin[];
+  entry: { file: string } | { source: string };
+  job?: Partial<JobSpec>;
+  appFiles?: Record<string, string>;
+  log?: Logger;
+}): Promise<CoreJob> {
+  const scratchDir = mkdtempSync(join(tmpdir(), 'jth-bundle-'));
+  let bundle: string;
+  try {
+    let file: string;
+    if ('file' in o.entry) file = o.entry.file;
+    else {
+      file = join(scratchDir, 'user.ts');
+      writeFileSync(file, o.entry.source);
+    }
+    await bundleInto(file, scratchDir);
+    bundle = readFileSync(join(scratchDir, 'main.mjs'), 'utf8');
+  } finally {
+    rmSync(scratchDir, { recursive: true, force: true });
+  }
+  const job = testJob(o.job);
+  const jobDir = join(o.base, job.id);
+  const appFiles: Plugin = {
+    name: 'test:app-files',
+    apiVersion: 1,
+    enforce: 'pre',
+    isolate(ctx) {
+      for (const [name, source] of Object.entries(o.appFiles ?? {})) {
+        const target = join(ctx.plan.hostPaths.app, name);
+        copyFileSync(source, target);
+        chmodSync(target, statSync(source).mode & 0o777);
+      }
+    },
+  };
+  const out = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+  const waiters: Array<() => void> = [];
+  const run = new JobRun({
+    driver: new PluginDriver([
+      workspacePlugin(new Map([[job.id, { 'main.mjs': new TextEncoder().encode(bundle) }]])),
+      appFiles,
+      ...o.plugins,
+    ]),
+    job,
+    jobDir,
+    log: o.log ?? memoryLogger(),
+    output: {
+      write(stream, chunk) {
+        out[stream].push(Buffer.from(chunk));
+        for (const w of waiters.splice(0)) w();
+      },
+    },
+  });
+  const text = (s: 'stdout' | 'stderr') => Buffer.concat(out[s]).toString();
+  const waitFor = async (needle: string, timeoutMs = 20_000): Promise<void> => {
+    const end = Date.now() + timeoutMs;
+    while (!text('stdout').includes(needle)) {
+      if (Date.now() > end)
+        throw new Error(`The job never printed ${JSON.stringify(needle)}: ${text('stdout')}`);
+      await Promise.race([new Promise<void>((r) => waiters.push(r)), new Promise((r) => setTimeout(r, 50))]);
+    }
+  };
+  return {
+    run,
+    job,
+    jobDir,
+    stdout: () => text('stdout'),
+    stderr: () => text('stderr'),
+    waitFor,
+    done: run.done,
+  };
 }

@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inheritableFds, isMounted, processesOfUid, settleUid, uidInUse } from './mod.ts';
+import { spawnCommand } from '../runtime-node/spawn.ts';
 import { prepare, runCommand, runScript, sandboxUnavailable } from './_testing.ts';
 
 const unavailable = sandboxUnavailable();
@@ -299,11 +300,7 @@ describe.skipIf(unavailable !== null)('isolation-chroot against a hostile job', 
     const p = await prepare();
     try {
       const cmd = p.command(['/bin/sh', '-c', 'sleep 300 & setsid sleep 300 & echo ready; wait']);
-      const child = spawn(cmd.argv[0]!, cmd.argv.slice(1), {
-        env: cmd.env,
-        cwd: cmd.cwd,
-        stdio: ['pipe', 'pipe', 'pipe'],
-      });
+      const child = spawnCommand(cmd);
       await new Promise<void>((r) => child.stdout.once('data', () => r()));
       expect(processesOfUid(p.uid).length).toBeGreaterThanOrEqual(3);
       child.kill('SIGKILL');

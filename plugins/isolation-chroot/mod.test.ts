@@ -8,6 +8,7 @@ import type { Command } from '../../core/types.ts';
 import definition, {
   allocateUid,
   bwrapArgs,
+  encodeArgs,
   etcContents,
   jobHostname,
   parseMountinfo,
@@ -75,6 +76,13 @@ describe('isolation-chroot options', () => {
       setprivPath: '/usr/bin/setpriv',
     });
     expect(r.value!.diskBytes).toBeUndefined();
+    expect(r.value).toMatchObject({ seccomp: true, seccompAllow: [], pythonPath: '/usr/bin/python3' });
+  });
+
+  it('takes seccompAllow entries only for calls the policy denies', async () => {
+    expect((await validate({ seccompAllow: ['ptrace', 'io_uring_setup'] })).issues).toBeUndefined();
+    const bad = await validate({ seccompAllow: ['ptrace', 'read'] });
+    expect(JSON.stringify(bad.issues)).toContain('must be a syscall the seccomp policy denies');
   });
 
   it('rejects chroot mode without a rootfs, a uid range starting at 0, and a relative rootfs', async () => {
@@ -102,15 +110,59 @@ describe('sandboxCommand()', () => {
     expect(cmd.argv.slice(-3)).toEqual(['--', '/usr/bin/node', '/app/harness.mjs']);
   });
 
-  it('starts on the host at / with the same allow-listed env, and carries that env in with --clearenv', () => {
+  it('starts on the host at / with only the job id in its env, and carries the env in with --clearenv', () => {
     const cmd = sandboxCommand(inner, spec());
     expect(cmd.cwd).toBe('/');
-    expect(cmd.env).toEqual(inner.env);
+    expect(cmd.env).toEqual({ JTH_JOB_ID: 'j1' });
     expect(cmd.binds).toEqual([]);
     const args = bwrapArgs(inner, spec());
     expect(args.indexOf('--clearenv')).toBeLessThan(args.indexOf('--setenv'));
     expect(valuesAfter(args, '--setenv', 2)).toEqual(Object.entries(inner.env));
     expect(valuesAfter(args, '--chdir')).toEqual([['/work']]);
+  });
+
+  it("passes bwrap's options through a pipe (--args), so no host path or env value is on a command line", () => {
+    const secretInner: Command = { ...inner, env: { ...inner.env, TOKEN: 's3cret' } };
+    const cmd = sandboxCommand(secretInner, spec());
+    const bw = cmd.argv.indexOf('/usr/bin/bwrap');
+    expect(cmd.argv.slice(bw)).toEqual([
+      '/usr/bin/bwrap',
+      '--args',
+      '3',
+      '--',
+      '/usr/bin/node',
+      '/app/harness.mjs',
+    ]);
+    expect(cmd.argv.join(' ')).not.toMatch(/\/s\/j|s3cret|\/opt\/node/);
+    expect(JSON.stringify(cmd.env)).not.toContain('s3cret');
+    expect(cmd.fds).toHaveLength(1);
+    const data = (cmd.fds![0] as { data: Uint8Array }).data;
+    expect(new TextDecoder().decode(data)).toBe(
+      bwrapArgs(secretInner, spec())
+        .map((a) => `${a}\0`)
+        .join(''),
+    );
+  });
+
+  it('appends the seccomp program and the options after fds of inner layers, and names them by number', () => {
+    const bpf = new Uint8Array(16);
+    const cmd = sandboxCommand({ ...inner, fds: [{ path: '/x' }] }, spec({ seccomp: bpf }));
+    expect(cmd.fds).toHaveLength(3);
+    expect(cmd.fds![0]).toEqual({ path: '/x' });
+    expect((cmd.fds![1] as { data: Uint8Array }).data).toBe(bpf);
+    expect(cmd.argv.slice(cmd.argv.indexOf('--args'), cmd.argv.indexOf('--args') + 2)).toEqual([
+      '--args',
+      '5',
+    ]);
+    const args = new TextDecoder().decode((cmd.fds![2] as { data: Uint8Array }).data).split('\0');
+    expect(valuesAfter(args, '--seccomp')).toEqual([['4']]);
+    // Last of all: bwrap applies it just before exec, whatever the order, but nothing may follow it.
+    expect(args.slice(-3)).toEqual(['--seccomp', '4', '']);
+    expect(bwrapArgs(inner, spec())).not.toContain('--seccomp');
+  });
+
+  it('refuses an argument holding a NUL byte, which the --args format cannot carry', () => {
+    expect(() => encodeArgs(['a\0b'])).toThrow(/NUL/);
   });
 
   it('unshares every namespace, refuses nested user namespaces and drops all caps', () => {

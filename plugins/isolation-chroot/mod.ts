@@ -2,8 +2,10 @@
  * @module
  * The `isolation-chroot` sandbox: each job runs as its own unprivileged uid, in fresh user, pid, mount,
  * net, ipc, uts and cgroup namespaces, with a pivot_root'ed read-only root, a size-capped tmpfs as its
- * only writable place, no capabilities and no_new_privs. bubblewrap builds the root; `setpriv` drops to
- * the job's uid first, so bwrap itself never holds host root.
+ * only writable place, no capabilities, no_new_privs and a seccomp filter (`seccomp.ts`). bubblewrap
+ * builds the root; `setpriv` drops to the job's uid first, so bwrap itself never holds host root. The
+ * job's files on the host are readable by its uid and root only, and no host path of the job appears
+ * on any command line.
  */
 import { spawnSync } from 'node:child_process';
 import {
@@ -12,6 +14,7 @@ import {
   existsSync,
   lstatSync,
   mkdirSync,
+  readdirSync,
   readFileSync,
   readlinkSync,
   rmSync,
@@ -44,10 +47,18 @@ import {
   releaseUid,
   settleUid,
   staleWorkMounts,
+  terminateUid,
   unmountTmpfs,
 } from './_host.ts';
+import {
+  DEFAULT_PYTHON,
+  deniedSyscallNames,
+  loadSeccompFilter,
+  type SeccompFilter,
+  seccompPolicy,
+} from './seccomp.ts';
 
-export { bwrapArgs, etcContents, jobHostname, sandboxCommand } from './_args.ts';
+export { bwrapArgs, encodeArgs, etcContents, jobHostname, sandboxCommand } from './_args.ts';
 export type { RootEntry, SandboxSpec } from './_args.ts';
 export {
   allocateUid,
@@ -60,8 +71,10 @@ export {
   releaseUid,
   settleUid,
   staleWorkMounts,
+  terminateUid,
   uidInUse,
 } from './_host.ts';
+export * from './seccomp.ts';
 
 const NAME = 'isolation-chroot';
 
@@ -100,6 +113,24 @@ export interface IsolationChrootOptions {
   bwrapPath: string;
   /** @default '/usr/bin/setpriv' */
   setprivPath: string;
+  /**
+   * The seccomp filter of `seccomp.ts`: a deny list of the calls a job never needs (mounts, namespaces,
+   * keyrings, BPF, ptrace, kexec, modules, io_uring, ...) and only the native ABI. Turning it off is
+   * **dangerous**: every syscall of the kernel is then one job away; do it only to diagnose a runtime.
+   * @default true
+   */
+  seccomp: boolean;
+  /**
+   * Calls to take off the deny list, e.g. `['ptrace']` for a debugger. Each must be one the policy
+   * denies. Every one widens what a hostile job can reach in the kernel.
+   * @default []
+   */
+  seccompAllow: string[];
+  /**
+   * The Python that builds the filter with libseccomp (Debian's `python3-seccomp`), once per server.
+   * @default '/usr/bin/python3'
+   */
+  pythonPath: string;
 }
 
 const options = z
@@ -115,6 +146,14 @@ const options = z
     hostname: z.string().min(1).default('jth-{job}'),
     bwrapPath: z.string().startsWith('/').default('/usr/bin/bwrap'),
     setprivPath: z.string().startsWith('/').default('/usr/bin/setpriv'),
+    seccomp: z.boolean().default(true),
+    seccompAllow: z
+      .array(z.string())
+      .default([])
+      .refine((names) => names.every((n) => deniedSyscallNames().includes(n)), {
+        message: `Each entry must be a syscall the seccomp policy denies: ${deniedSyscallNames().sort().join(', ')}`,
+      }),
+    pythonPath: z.string().startsWith('/').default(DEFAULT_PYTHON),
   })
   .refine((o) => o.mode !== 'chroot' || o.rootfs !== undefined, {
     message: 'Mode "chroot" needs a "rootfs" directory; build one with scripts/make-rootfs.sh DIR',
@@ -199,15 +238,46 @@ function ensureTraversable(jobDir: string): void {
   }
 }
 
-/** The generated /etc of one job, in a root-owned dir beside the work dir (outside the job's reach). */
-function writeEtc(dir: string, files: Record<string, string>): Record<string, string> {
-  mkdirSync(dir, { recursive: true, mode: 0o755 });
+/**
+ * The generated /etc of one job, in a dir beside the work dir that the job cannot change: owned by root,
+ * readable by the job's group (bwrap opens the bind sources as the job's uid) and nobody else.
+ */
+function writeEtc(dir: string, files: Record<string, string>, uid: number): Record<string, string> {
+  mkdirSync(dir, { recursive: true, mode: 0o750 });
+  chownSync(dir, 0, uid);
+  chmodSync(dir, 0o750);
   const out: Record<string, string> = {};
   for (const [name, text] of Object.entries(files)) {
-    writeFileSync(join(dir, name), text, { mode: 0o644 });
-    out[name] = join(dir, name);
+    const file = join(dir, name);
+    writeFileSync(file, text, { mode: 0o640 });
+    chownSync(file, 0, uid);
+    out[name] = file;
   }
   return out;
+}
+
+/**
+ * Make the job's app dir (its uploaded code) readable by the job and root only: owned by root, group
+ * the job's gid, no access for others; executable bits are kept for the group. The job cannot change a
+ * byte of it (it is not the owner, and it is bound read-only). Symlinks are left as they are: they
+ * resolve inside the sandbox.
+ */
+function shareAppWithJob(app: string, uid: number): void {
+  const stack = [app];
+  while (stack.length) {
+    const dir = stack.pop()!;
+    chownSync(dir, 0, uid);
+    chmodSync(dir, 0o750);
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) stack.push(path);
+      else if (entry.isFile()) {
+        const mode = lstatSync(path).mode;
+        chownSync(path, 0, uid);
+        chmodSync(path, 0o640 | (mode & 0o100 ? 0o010 : 0) | (mode & 0o100));
+      }
+    }
+  }
 }
 
 /**
@@ -256,9 +326,21 @@ export default definePlugin<IsolationChrootOptions>({
   name: NAME,
   apiVersion: 1,
   options,
-  create(opts): Plugin {
+  create(opts, setup): Plugin {
     const rootEntries = hostRootEntries();
     const procMasks = PROC_MASKS.filter((m) => existsSync(`/proc/${m}`));
+    const policy = opts.seccomp ? seccompPolicy({ allow: opts.seccompAllow }) : undefined;
+    let filter: Promise<SeccompFilter> | undefined;
+
+    /** The compiled filter, built once per server (cached on disk under the state dir). */
+    function seccompFilter(stateDir: string): Promise<SeccompFilter> | undefined {
+      if (!policy) return undefined;
+      filter ??= loadSeccompFilter(policy, { cacheDir: join(stateDir, 'seccomp'), python: opts.pythonPath });
+      filter.catch(() => {
+        filter = undefined;
+      });
+      return filter;
+    }
 
     /**
      * The sandbox of one job, or of a pre-started sandbox of a shape (then `id` is the sandbox's own):
@@ -291,6 +373,8 @@ export default definePlugin<IsolationChrootOptions>({
       }
       s.uid = uid;
       c.defer(() => freeUid(s, log), 'release job uid');
+      // Built at server start; a plugin used without `start` builds it on its first job.
+      const compiled = await seccompFilter(setup.stateDir);
 
       if (!existsSync(plan.jobDir)) {
         throw hostError(
@@ -300,8 +384,9 @@ export default definePlugin<IsolationChrootOptions>({
       }
       ensureTraversable(plan.jobDir);
       const host = plan.hostPaths;
-      mkdirSync(host.work, { recursive: true });
-      mkdirSync(host.app, { recursive: true, mode: 0o755 });
+      mkdirSync(host.work, { recursive: true, mode: 0o700 });
+      mkdirSync(host.app, { recursive: true, mode: 0o700 });
+      shareAppWithJob(host.app, uid);
       const sizeBytes = opts.diskBytes ?? (c.diskBytes > 0 ? c.diskBytes : DEFAULT_DISK_BYTES);
       await mountTmpfs(host.work, { sizeBytes, uid });
       s.work = host.work;
@@ -324,7 +409,7 @@ export default definePlugin<IsolationChrootOptions>({
         const etcDir = join(plan.jobDir, '.jth-etc');
         s.etcDir = etcDir;
         c.defer(() => removeEtc(s), 'remove generated /etc');
-        etcFiles = writeEtc(etcDir, generated);
+        etcFiles = writeEtc(etcDir, generated, uid);
       }
 
       plan.sandboxed = true;
@@ -343,7 +428,12 @@ export default definePlugin<IsolationChrootOptions>({
         procMasks,
         setprivPath: opts.setprivPath,
         bwrapPath: opts.bwrapPath,
+        ...(compiled ? { seccomp: compiled.bpf } : {}),
       };
+      // Without isolation-cgroup (whose terminator comes first), a stop's SIGTERM finds the job by uid.
+      plan.terminators.push(async function chrootTerminate() {
+        terminateUid(uid);
+      });
       plan.wrappers.push(function chrootWrapper(inner) {
         if (opts.mode === 'chroot') {
           const missing = inner.binds.find((b) => !existsSync(join(opts.rootfs!, b.source)));
@@ -401,7 +491,26 @@ export default definePlugin<IsolationChrootOptions>({
             );
           }
         }
-        // A real probe: the launcher must be able to make a user namespace on this kernel.
+        const compiled = await seccompFilter(ctx.stateDir);
+        if (compiled) {
+          ctx.log.debug(
+            { arch: compiled.arch, instructions: compiled.bpf.length / 8, cached: compiled.cached },
+            'seccomp filter ready',
+          );
+          if (compiled.missing.length) {
+            ctx.log.info(
+              { syscalls: compiled.missing },
+              'This architecture lacks some calls the seccomp policy names',
+            );
+          }
+        } else {
+          ctx.log.warn(
+            { plugin: NAME },
+            'The seccomp filter is off (option "seccomp": false): jobs can make every syscall of the kernel',
+          );
+        }
+        // A real probe: the launcher must be able to make a user namespace on this kernel, and the
+        // kernel must take the filter (bwrap reads it from stdin here).
         const uid = opts.uidRange[0];
         const r = spawnSync(
           opts.setprivPath,
@@ -415,10 +524,11 @@ export default definePlugin<IsolationChrootOptions>({
             '--ro-bind',
             '/',
             '/',
+            ...(compiled ? ['--seccomp', '0'] : []),
             '--',
             '/bin/true',
           ],
-          { encoding: 'utf8', env: {}, cwd: '/' },
+          { encoding: 'utf8', env: {}, cwd: '/', ...(compiled ? { input: compiled.bpf } : {}) },
         );
         if (r.status !== 0) {
           throw new JthError(
@@ -459,10 +569,13 @@ export default definePlugin<IsolationChrootOptions>({
       isolate: async function isolateChroot(ctx: IsolateContext): Promise<void> {
         const { job } = ctx;
         if (ctx.prestarted) {
-          // The sandbox was built by prestart for this job's shape: its network matches the job's.
-          if (!ctx.scratch.get<Scratch>(NAME)?.uid) {
+          // The sandbox was built by prestart for this job's shape (its network matches the job's); the
+          // job's files arrived in its app dir just now, root's: share them with the sandbox's uid only.
+          const uid = ctx.scratch.get<Scratch>(NAME)?.uid;
+          if (uid === undefined) {
             throw hostError('The claimed sandbox has no uid of this plugin', 'Report this: a pool bug');
           }
+          shareAppWithJob(ctx.plan.hostPaths.app, uid);
           return;
         }
         await buildSandbox({

@@ -10,7 +10,7 @@
 import { ErrorCode, JthError } from '../../core/errors.ts';
 import { jobEnv } from '../../core/launch.ts';
 import type { ExecuteContext, ExecuteResult, LaunchPlan, PrestartContext } from '../../core/types.ts';
-import { type RunOptions, type Spawned, spawnCommand, superviseJob, writeHarness } from './spawn.ts';
+import { type RunOptions, type Spawned, startJobProcess, superviseJob, writeHarness } from './spawn.ts';
 
 /** Where a plugin keeps its waiting process in the sandbox's scratch. */
 export const WARM_KEY = 'runtime:warm';
@@ -31,7 +31,7 @@ const NO_LIMITS = { cpu: 0, memoryBytes: 0, pids: 0, ioBytesPerSec: 0, diskBytes
  */
 export async function prestartRuntime(ctx: PrestartContext, options: RunOptions): Promise<void> {
   await writeHarness(ctx.plan);
-  const spawned = spawnCommand(ctx.plan, { ...options, env: { ...options.env, JTH_WARM: '1' } });
+  const spawned = startJobProcess(ctx.plan, { ...options, env: { ...options.env, JTH_WARM: '1' } });
   ctx.scratch.set(WARM_KEY, spawned);
   spawned.exited.then(
     ({ code, signal }) => ctx.lost(`the runtime exited while waiting (${signal ?? `code ${code}`})`),

@@ -4,10 +4,12 @@
  * third-party ones such as examples/plugins/runtime-python): the command is wrapped by the isolation
  * layers, the job's data goes to its stdin, output is piped to the sink with backpressure, and before
  * returning every process of the job is dead (killers, then the process group, then a sweep for
- * strays), so `collect` always sees a finished job. The JavaScript harness is the Node and Deno
- * runtimes' own business: they write it with {@link writeHarness} before {@link runJob}.
+ * strays), so `collect` always sees a finished job. A stop is SIGTERM, then SIGKILL after a grace (as
+ * `docker stop`). The JavaScript harness is the Node and Deno runtimes' own business: they write it with
+ * {@link writeHarness} before {@link runJob}.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcessWithoutNullStreams, spawn, type StdioOptions } from 'node:child_process';
+import type { Writable } from 'node:stream';
 import { readFile } from 'node:fs/promises';
 import {
   closeSync,
@@ -27,7 +29,15 @@ import { fileURLToPath } from 'node:url';
 import { type BuildOptions, build } from 'esbuild';
 import { ErrorCode, JthError } from '../../core/errors.ts';
 import { buildCommand } from '../../core/launch.ts';
-import type { Bind, ExecuteContext, ExecuteResult, FunctionResult, LaunchPlan } from '../../core/types.ts';
+import type {
+  Bind,
+  Command,
+  ExecuteContext,
+  ExecuteResult,
+  FunctionResult,
+  LaunchPlan,
+  StopReason,
+} from '../../core/types.ts';
 
 /** Largest result file read back, in bytes: an 8 MiB body in base64 plus headers fits. */
 export const MAX_RESULT_FILE_BYTES = 12 * 1024 * 1024;
@@ -157,6 +167,58 @@ async function waitGroupGone(pgid: number, waitMs = 2_000): Promise<boolean> {
   }
 }
 
+/**
+ * Send SIGTERM to every process of the job: the plan's terminators in order until one succeeds, else
+ * the process group (right without a sandbox, where the group leader is the runtime itself; a sandbox
+ * whose launcher dies of SIGTERM must bring its own terminator). False when nothing could be signalled.
+ */
+async function terminateAll(ctx: ExecuteContext, pgid: number): Promise<boolean> {
+  for (const terminator of ctx.plan.terminators) {
+    try {
+      await terminator();
+      return true;
+    } catch (err) {
+      ctx.log.warn({ err }, 'job terminator failed, trying the next one');
+    }
+  }
+  try {
+    process.kill(-pgid, 'SIGTERM');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * End the job after an abort. A stop with a grace sends SIGTERM, waits up to the grace (never past the
+ * job's own deadline: a timeout kills at once) for the job's process to exit on its own, then kills
+ * everything. A timeout, or a stop with no grace, kills at once.
+ */
+async function stopJob(
+  ctx: ExecuteContext,
+  o: { pgid: number; exited: Promise<unknown>; deadline: number },
+): Promise<void> {
+  const reason = ctx.signal.reason as StopReason | undefined;
+  const grace = reason?.kind === 'stop' ? Math.min(reason.graceMs ?? 0, o.deadline - Date.now()) : 0;
+  if (grace > 0 && (await terminateAll(ctx, o.pgid))) {
+    let timer: NodeJS.Timeout | undefined;
+    const exitedInTime = await Promise.race([
+      o.exited.then(
+        () => true,
+        () => true,
+      ),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), grace);
+      }),
+    ]);
+    clearTimeout(timer);
+    // It exited: runJob kills whatever it left behind, as after any exit.
+    if (exitedInTime) return;
+    ctx.log.info({ jobId: ctx.job.id, graceMs: grace }, 'job still running after its stop grace; killing it');
+  }
+  await killAll(ctx, o.pgid);
+}
+
 /** Run the plan's killers in order until one succeeds, then SIGKILL the process group. */
 async function killAll(ctx: ExecuteContext, pgid: number | undefined): Promise<boolean> {
   let killerWorked = false;
@@ -239,12 +301,48 @@ function badResult(message: string): FunctionResult {
 }
 
 /**
- * Start the job's command, pipe its output into the sink, and resolve when it has exited and every
- * process of the job is dead. An abort of `ctx.signal` kills everything at once with SIGKILL.
+ * Spawn a built command with pipes on fds 0 to 2 and its `fds` on 3, 4, and so on: a file is opened
+ * read-only (and closed here once the child has it); data is written into a pipe that is then closed.
  */
+export function spawnCommand(
+  cmd: Command,
+  options: { detached?: boolean } = {},
+): ChildProcessWithoutNullStreams {
+  const extra = cmd.fds ?? [];
+  const opened: number[] = [];
+  const stdio: StdioOptions = ['pipe', 'pipe', 'pipe'];
+  try {
+    for (const fd of extra) {
+      if ('path' in fd) {
+        const n = openSync(fd.path, constants.O_RDONLY | constants.O_NOCTTY);
+        opened.push(n);
+        stdio.push(n);
+      } else stdio.push('pipe');
+    }
+    const child = spawn(cmd.argv[0]!, cmd.argv.slice(1), {
+      env: cmd.env,
+      cwd: cmd.cwd,
+      stdio,
+      detached: options.detached ?? false,
+    });
+    extra.forEach((fd, i) => {
+      if (!('data' in fd)) return;
+      const pipe = child.stdio[3 + i] as Writable | null;
+      if (!pipe) return;
+      // A child that fails before reading closes its end: not an error of ours.
+      pipe.on('error', () => {});
+      // Our end is closed once written; the bytes wait in the pipe until the child reads them.
+      pipe.end(fd.data, () => pipe.destroy());
+    });
+    return child as ChildProcessWithoutNullStreams;
+  } finally {
+    for (const n of opened) closeSync(n);
+  }
+}
+
 /** A started job process: its child, and promises of its exit and of its pipes closing. */
 export interface Spawned {
-  child: ChildProcess;
+  child: ChildProcessWithoutNullStreams;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   closed: Promise<void>;
   /** Whether it has exited (a pre-started one may die while it waits). */
@@ -252,18 +350,13 @@ export interface Spawned {
 }
 
 /**
- * Start `options.argv` wrapped by every isolation layer of `plan`, in its own process group, with
- * stdin, stdout and stderr piped. Nothing reads its output yet: {@link superviseJob} does.
+ * Start `options.argv` wrapped by every isolation layer of `plan`, in its own process group (setsid, so
+ * one kill(-pgid) reaches every process that stays in it), with its pipes open. Nothing reads its
+ * output yet: {@link superviseJob} does, now for a cold job, later for a pre-started one.
  */
-export function spawnCommand(plan: LaunchPlan, options: RunOptions): Spawned {
+export function startJobProcess(plan: LaunchPlan, options: RunOptions): Spawned {
   const cmd = buildCommand(plan, { argv: options.argv, env: options.env, binds: options.binds ?? [] });
-  const child = spawn(cmd.argv[0]!, cmd.argv.slice(1), {
-    env: cmd.env,
-    cwd: cmd.cwd,
-    stdio: ['pipe', 'pipe', 'pipe'],
-    // Its own process group (setsid), so one kill(-pgid) reaches every process that stays in it.
-    detached: true,
-  });
+  const child = spawnCommand(cmd, { detached: true });
   let done = false;
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
     child.once('error', (err) => {
@@ -285,7 +378,7 @@ export function spawnCommand(plan: LaunchPlan, options: RunOptions): Spawned {
   exited.catch(() => {});
   const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
   // A job that never reads its stdin closes the pipe early; that is its business, not an error.
-  child.stdin!.on('error', () => {});
+  child.stdin.on('error', () => {});
   return {
     child,
     exited,
@@ -298,16 +391,17 @@ export function spawnCommand(plan: LaunchPlan, options: RunOptions): Spawned {
 
 /**
  * Start the job's command, pipe its output into the sink, and resolve when it has exited and every
- * process of the job is dead. An abort of `ctx.signal` kills everything.
+ * process of the job is dead. An abort of `ctx.signal` ends the job: a stop with a grace
+ * (`StopReason.graceMs`) first sends SIGTERM, a timeout kills at once with SIGKILL.
  */
 export async function runJob(ctx: ExecuteContext, options: RunOptions): Promise<ExecuteResult> {
-  return superviseJob(ctx, spawnCommand(ctx.plan, options), { stdin: ctx.job.data ?? new Uint8Array(0) });
+  return superviseJob(ctx, startJobProcess(ctx.plan, options), { stdin: ctx.job.data ?? new Uint8Array(0) });
 }
 
 /**
  * See a started job through: its output into the sink with backpressure, `stdin` written then closed,
- * the abort of `ctx.signal` handled, and, before returning, every process of the job dead (killers, then
- * the process group, then a sweep for strays), so `collect` always sees a finished job.
+ * a stop or timeout handled, and, before returning, every process of the job dead (killers, then the
+ * process group, then a sweep for strays), so `collect` always sees a finished job.
  */
 export async function superviseJob(
   ctx: ExecuteContext,
@@ -318,8 +412,10 @@ export async function superviseJob(
   const { child, exited, closed } = spawned;
 
   const pgid = child.pid;
+  // The job's wall clock starts now (core starts its timer at `started`); no stop grace runs past it.
+  const deadline = Date.now() + job.limits.timeoutMs;
   const onAbort = () => {
-    void killAll(ctx, pgid);
+    if (pgid !== undefined) void stopJob(ctx, { pgid, exited, deadline });
   };
   if (pgid !== undefined) {
     ctx.started({ pid: pgid });
@@ -335,7 +431,7 @@ export async function superviseJob(
     sinkFailed = true;
   };
   for (const name of ['stdout', 'stderr'] as const) {
-    const stream = child[name]!;
+    const stream = child[name];
     stream.on('data', (chunk: Buffer) => {
       if (sinkFailed) return;
       let pending: void | Promise<void>;
@@ -357,7 +453,7 @@ export async function superviseJob(
       }
     });
   }
-  child.stdin!.end(options.stdin);
+  child.stdin.end(options.stdin);
 
   let status: { code: number | null; signal: NodeJS.Signals | null };
   try {
@@ -378,8 +474,8 @@ export async function superviseJob(
     new Promise<void>((resolve) => {
       timer = setTimeout(() => {
         ctx.log.warn({ jobId: job.id }, 'job output did not close after all processes were killed');
-        child.stdout!.destroy();
-        child.stderr!.destroy();
+        child.stdout.destroy();
+        child.stderr.destroy();
         resolve();
       }, DRAIN_MS);
     }),

@@ -25,8 +25,8 @@ export interface RouteDeps {
   bodyLimitBytes: number;
   /** Output streams one user may hold open at once (429 past it). */
   maxWatchersPerUser: number;
-  /** Opens a stored artifact for download; refuses anything outside the store. */
-  openArtifact?: (location: string) => Promise<ReadableStream<Uint8Array>>;
+  /** Opens a stored artifact for download (the plugin that stored it does); null when it is gone. */
+  openArtifact?: (location: string) => Promise<ReadableStream<Uint8Array> | null>;
   /** The server's version, from package.json. */
   version: string;
 }

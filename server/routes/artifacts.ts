@@ -5,6 +5,7 @@
  */
 import { createRoute, type OpenAPIHono, z } from '@hono/zod-openapi';
 import { ErrorCode, JthError } from '../../core/errors.ts';
+import { checkName, printable } from '../../plugins/artifacts-fs/names.ts';
 import {
   ArtifactSchema,
   COMMON_ERRORS,
@@ -33,7 +34,8 @@ export function artifactRoutes(app: OpenAPIHono<Env>, d: RouteDeps): void {
     }),
     async function listArtifacts(c) {
       const job = await d.jobs.get(c.get('principal'), c.req.valid('param').id);
-      return c.json({ artifacts: d.redactor.record(job).result?.artifacts ?? [] }, 200);
+      const listed = (d.redactor.record(job).result?.artifacts ?? []).filter((a) => checkName(a.name).ok);
+      return c.json({ artifacts: listed }, 200);
     },
   );
 
@@ -64,18 +66,19 @@ export function artifactRoutes(app: OpenAPIHono<Env>, d: RouteDeps): void {
     async function downloadArtifact(c) {
       const { id, name } = c.req.valid('param');
       const job = await d.jobs.get(c.get('principal'), id);
-      const found = job.result?.artifacts.find((a) => a.name === name);
-      if (!found?.location || !d.openArtifact) {
-        throw new JthError(ErrorCode.NOT_FOUND, `Job "${job.id}" has no artifact "${name}"`, {
+      // A name the collector would refuse today (say, from a record of an older server) is never served.
+      const found = checkName(name).ok ? job.result?.artifacts.find((a) => a.name === name) : undefined;
+      const body = found?.location && d.openArtifact ? await d.openArtifact(found.location) : null;
+      if (!body) {
+        throw new JthError(ErrorCode.NOT_FOUND, `Job "${job.id}" has no artifact "${printable(name)}"`, {
           status: 404,
           hint: `List them with \`jth artifacts ${job.id}\``,
         });
       }
-      const body = await d.openArtifact(found.location);
       return new Response(body, {
         headers: {
           'content-type': 'application/octet-stream',
-          'content-length': String(found.size),
+          'content-length': String(found!.size),
           'content-disposition': `attachment; filename*=UTF-8''${encodeURIComponent(name)}`,
         },
       }) as never;
