@@ -8,6 +8,9 @@
  * - the artifact store holds no temp file and nothing partial: every stored artifact is complete, and
  *   what the result lists is exactly what is stored for the job;
  * - the job ends in exactly one terminal state.
+ * The same holds when the job claims a pre-started sandbox from a pool (with prestarts that throw, hang
+ * or resume after their timeout, and a claim that fails midway), and when the pool is closed with its
+ * sandboxes unclaimed: nothing of any sandbox is left, whether or not a job ever used it.
  */
 import {
   existsSync,
@@ -23,6 +26,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PluginDriver } from '../core/driver.ts';
 import { JobRun } from '../core/job.ts';
+import { Pool } from '../core/pool.ts';
 import { isTerminal } from '../core/lifecycle.ts';
 import type { JobSpec, Plugin } from '../core/types.ts';
 import { createArtifactsFs, optionsSchema } from '../plugins/artifacts-fs/mod.ts';
@@ -37,16 +41,25 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 type Behaviour = 'ok' | 'throw' | 'hang';
 const behaviour = fc.constantFrom<Behaviour>('ok', 'ok', 'ok', 'throw', 'hang');
+/** A prestart may also resume after the pool gave up on it, and take something then. */
+type PrestartBehaviour = Behaviour | 'late';
+const prestartBehaviour = fc.constantFrom<PrestartBehaviour>('ok', 'ok', 'ok', 'ok', 'throw', 'hang', 'late');
 
 interface Scenario {
-  tempPlugins: Array<{ behaviour: Behaviour; files: number }>;
+  tempPlugins: Array<{ behaviour: Behaviour; files: number; prestart: PrestartBehaviour }>;
+  /** `claim`: the job takes a pre-started sandbox; `release`: the pool closes with it unclaimed. */
+  pool: 'cold' | 'claim' | 'release';
   execute: { behaviour: Behaviour; exitCode: number; artifacts: Array<{ name: string; size: number }> };
   crashCollectAt: number | null;
   stop: 'none' | 'before' | 'isolate' | 'execute';
 }
 
 const scenario: fc.Arbitrary<Scenario> = fc.record({
-  tempPlugins: fc.array(fc.record({ behaviour, files: fc.integer({ min: 1, max: 3 }) }), { maxLength: 3 }),
+  tempPlugins: fc.array(
+    fc.record({ behaviour, files: fc.integer({ min: 1, max: 3 }), prestart: prestartBehaviour }),
+    { maxLength: 3 },
+  ),
+  pool: fc.constantFrom<Scenario['pool']>('cold', 'cold', 'claim', 'claim', 'release'),
   execute: fc.record({
     behaviour,
     exitCode: fc.constantFrom(0, 0, 1),
@@ -81,7 +94,10 @@ let seq = 0;
 
 async function runScenario(s: Scenario) {
   const id = `job-${++seq}`;
-  const jobsDir = path.join(root, 'jobs');
+  // Per run, so a leftover is blamed on the run that left it.
+  const jobsDir = path.join(root, 'jobs', id);
+  const lateDir = path.join(root, 'late', id);
+  mkdirSync(lateDir, { recursive: true });
   const store = path.join(root, 'artifacts');
   mkdirSync(jobsDir, { recursive: true });
   const jobDir = path.join(jobsDir, id);
@@ -104,19 +120,42 @@ async function runScenario(s: Scenario) {
   const temp: Plugin[] = s.tempPlugins.map((t, i) => ({
     name: `temp${i}`,
     apiVersion: 1,
-    timeouts: { isolate: HOOK_TIMEOUT_MS },
+    timeouts: { isolate: HOOK_TIMEOUT_MS, prestart: HOOK_TIMEOUT_MS },
+    async prestart(ctx) {
+      const dir = path.join(ctx.plan.jobDir, `.warm${i}`);
+      mkdirSync(dir);
+      ctx.defer(() => rmSync(dir, { recursive: true, force: true }), `warm${i}`);
+      if (t.prestart === 'late') {
+        // Resume after the pool gave up on this prestart, and take something outside the sandbox then:
+        // its undo must still run.
+        await new Promise((r) => setTimeout(r, HOOK_TIMEOUT_MS * 3));
+        const late = path.join(lateDir, `${ctx.id}-${i}`);
+        mkdirSync(late, { recursive: true });
+        ctx.defer(() => rmSync(late, { recursive: true, force: true }), `late${i}`);
+        return;
+      }
+      await act(t.prestart, `temp${i} prestart`);
+    },
     async isolate(ctx) {
       stopAt('isolate');
-      const dir = path.join(ctx.plan.jobDir, `.temp${i}`);
+      // At claim, the sandbox's own dir is there already: the job's step is a dir of its own.
+      const dir = path.join(ctx.plan.jobDir, ctx.prestarted ? `.claim${i}` : `.temp${i}`);
       mkdirSync(dir);
       ctx.defer(() => rmSync(dir, { recursive: true, force: true }), `temp${i}`);
       for (let f = 0; f < t.files; f++) writeFileSync(path.join(dir, `f${f}`), 'scratch');
+      // A throw here in a claimed sandbox is a crash mid-claim.
       await act(t.behaviour, `temp${i} isolate`);
     },
   }));
   const executor: Plugin = {
     name: 'writer',
     apiVersion: 1,
+    runtimes: [{ name: 'node', upload: 'bundle' }],
+    prestart(ctx) {
+      const marker = path.join(ctx.plan.jobDir, '.runtime');
+      writeFileSync(marker, 'waiting');
+      ctx.defer(() => rmSync(marker, { force: true }), 'runtime');
+    },
     async execute(ctx) {
       ctx.started({ pid: 4242 });
       stopAt('execute');
@@ -149,28 +188,55 @@ async function runScenario(s: Scenario) {
       hookTimeoutMs: 10_000,
     },
   );
+  const pool =
+    s.pool === 'cold'
+      ? null
+      : new Pool({
+          driver,
+          shapes: [{ shape: { runtime: 'node', network: false, diskBytes: 1 }, size: 1 }],
+          sandboxDir: (sid) => path.join(jobsDir, sid),
+          log: silentLogger,
+          retryMs: 1,
+        });
+  pool?.start();
+  // A prestart that always fails never fills the pool: then the job starts cold, as it would.
+  if (pool) await Promise.race([pool.filled(), new Promise((r) => setTimeout(r, HOOK_TIMEOUT_MS * 10))]);
+  if (s.pool === 'release') {
+    await pool!.close();
+    // An unclaimed sandbox leaves nothing; the job then runs cold.
+  }
+  const prestarted =
+    s.pool === 'claim' ? pool!.take({ runtime: 'node', network: false, diskBytes: 1 }) : null;
   run = new JobRun({
     driver,
     job,
-    jobDir,
+    jobDir: prestarted?.plan.jobDir ?? jobDir,
     output: { write() {} },
     log: silentLogger,
     killGraceMs: 1,
     startAllowanceMs: HOOK_TIMEOUT_MS,
+    ...(prestarted ? { prestarted } : {}),
   });
   if (s.stop === 'before') run.stop('property');
   const result = await run.done;
-  return { id, jobDir, store, result, run };
+  await pool?.close();
+  // A prestart that resumed after its timeout takes its resource a moment later; its undo runs then.
+  if (s.tempPlugins.some((t) => t.prestart === 'late'))
+    await new Promise((r) => setTimeout(r, HOOK_TIMEOUT_MS * 5));
+  return { id, jobDir: prestarted?.plan.jobDir ?? jobDir, jobsDir, lateDir, store, result, run };
 }
 
 describe('cleanup guarantee with artifacts and temp data (model-based, real files)', () => {
   it(`holds for ${NUM_RUNS} random runs`, async () => {
     await fc.assert(
       fc.asyncProperty(scenario, async (s) => {
-        const { id, jobDir, store, result, run } = await runScenario(s);
+        const { id, jobDir, jobsDir, lateDir, store, result, run } = await runScenario(s);
 
-        // The job dir, with its bundle, work dir and every plugin's temp data, is gone on every path.
+        // The job dir, with its bundle, work dir and every plugin's temp data, is gone on every path;
+        // so is every sandbox the pool made, claimed or not, and whatever a late prestart took.
         expect(existsSync(jobDir)).toBe(false);
+        expect(readdirSync(jobsDir)).toEqual([]);
+        expect(readdirSync(lateDir)).toEqual([]);
 
         // No temp file anywhere in the store, and nothing partial: every stored file is complete.
         const stored = walk(store);

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 /**
  * @module
- * `npm run test:mutation`: proves the cleanup property suite can fail. Each mutation breaks one
- * guarantee of the driver or the job runner (reverse order, once-only, first error kept); the suite must
- * catch every one. Sources are restored after each run, whatever happens.
+ * `npm run test:mutation`: proves the cleanup property suites can fail. Each mutation breaks one
+ * guarantee of the driver, the job runner or the pool (reverse order, once-only, first error kept, a
+ * claimed or abandoned sandbox's undos run); the suite must catch every one. Sources are restored after each run, whatever happens.
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -39,10 +39,24 @@ const MUTATIONS = [
     'result.error = errorSummary(cleanupError);',
     'a cleanup failure replaces the first error',
   ],
+  [
+    'core/job.ts',
+    'this.#undos = options.prestarted ? [...options.prestarted.undos] : [];',
+    'this.#undos = [];',
+    "a claimed sandbox's undos are dropped",
+    'test/cleanup.property.test.ts',
+  ],
+  [
+    'core/pool.ts',
+    '    if (!sandbox.tornDown) {\n      sandbox.undos.push(undo);\n      return;\n    }',
+    '    sandbox.undos.push(undo);\n    return;',
+    'an undo registered after a sandbox was torn down never runs',
+    'test/cleanup.property.test.ts',
+  ],
 ];
 
 let survived = 0;
-for (const [file, from, to, what] of MUTATIONS) {
+for (const [file, from, to, what, suite = 'core/job.property.test.ts'] of MUTATIONS) {
   const original = readFileSync(file, 'utf8');
   if (!original.includes(from)) {
     console.error(`mutation: cannot apply "${what}": the code it mutates has changed in ${file}`);
@@ -50,7 +64,7 @@ for (const [file, from, to, what] of MUTATIONS) {
   }
   writeFileSync(file, original.replace(from, to));
   try {
-    const r = spawnSync('npx', ['vitest', 'run', 'core/job.property.test.ts'], {
+    const r = spawnSync('npx', ['vitest', 'run', suite], {
       encoding: 'utf8',
       env: { ...process.env, JTH_PROPERTY_RUNS: '300' },
     });
