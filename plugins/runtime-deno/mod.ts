@@ -99,8 +99,9 @@ export default definePlugin<RuntimeDenoOptions>({
       '--no-remote',
       '--no-npm',
       '--cached-only',
-      `--allow-read=${plan.paths.app},${plan.paths.work}`,
-      `--allow-write=${plan.paths.work}`,
+      // TMPDIR is the job's tmp dir: without it there, a job's os.tmpdir() would be unusable.
+      `--allow-read=${plan.paths.app},${plan.paths.work},${plan.paths.tmp}`,
+      `--allow-write=${plan.paths.work},${plan.paths.tmp}`,
       // The process env is already only the allow-list (never the server's), so all of it may be
       // read; node:child_process needs the whole env (Deno.env.toObject) to start subprocesses, and a
       // pre-started harness sets its job's variables with Deno.env.set.
