@@ -2,9 +2,10 @@
  * @module
  * The crash-recovery scenario, shared by the host suite (`test/crash.test.ts`) and the cgroup v2 VM
  * lane (`test/vm/crash.vm.test.ts`). Crash recovery, for real: a `jth server` process is SIGKILLed while a job (with a double-forked,
- * setsid daemon) runs; the job's processes outlive it. A restarted server reconciles: the job is
- * recorded as infra-error, and no process, cgroup, mount or temp directory of it is left. A second
- * restart has nothing to do.
+ * setsid daemon) runs and its pool of pre-started sandboxes is full. A restarted server reconciles: the
+ * job is recorded as infra-error, and no process, cgroup, mount or temp directory of the job or of any
+ * old sandbox (nor a process of a sandbox's uid) is left. A clean stop then leaves nothing at all, and
+ * a second restart has nothing to do.
  */
 import { type ChildProcess, spawnSync } from 'node:child_process';
 import {
@@ -21,6 +22,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { cgroupSliceName } from '../../server/host.ts';
 import { bundleSource, call, type Identity, submit } from './server.ts';
 import { issueClient } from '../../plugins/auth-mtls/pki.ts';
+import { processesOfUid } from '../../plugins/isolation-chroot/mod.ts';
 import { startServerProcess as spawnServer } from './process.ts';
 
 export interface CrashSuiteOptions {
@@ -36,7 +38,10 @@ export function defineCrashSuite(options: CrashSuiteOptions = {}): void {
   const configFile = path.join(stateDir, 'jth.config.json');
   writeFileSync(
     configFile,
-    JSON.stringify({ server: { stateDir, port: 0, host: '127.0.0.1', logLevel: 'warn' } }),
+    JSON.stringify({
+      server: { stateDir, port: 0, host: '127.0.0.1', logLevel: 'warn' },
+      pool: { size: 2, shapes: [{ runtime: 'node' }] },
+    }),
   );
   const servers: ChildProcess[] = [];
 
@@ -64,17 +69,35 @@ export function defineCrashSuite(options: CrashSuiteOptions = {}): void {
     return s;
   }
 
-  /** Pids of processes whose environment names `jobId` (every process of the job carries JTH_JOB_ID). */
+  /**
+   * Pids of the job's processes: those in its cgroup (the kernel's own list), and those whose initial
+   * environment names the job (a pre-started runtime got its JTH_JOB_ID after it started, so only the
+   * processes it spawned carry it there).
+   */
   function jobPids(jobId: string): number[] {
-    const pids: number[] = [];
+    const pids = new Set<number>();
+    for (const dir of jobCgroups(jobId)) {
+      for (const line of readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n')) {
+        if (line.trim()) pids.add(Number(line));
+      }
+    }
     for (const name of readdirSync('/proc')) {
       if (!/^\d+$/.test(name)) continue;
       try {
         if (readFileSync(`/proc/${name}/environ`, 'latin1').split('\0').includes(`JTH_JOB_ID=${jobId}`))
-          pids.push(Number(name));
+          pids.add(Number(name));
       } catch {}
     }
-    return pids;
+    return [...pids];
+  }
+
+  /** Whether a pid still runs (a zombie runs nothing). */
+  function alive(pid: number): boolean {
+    try {
+      return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    } catch {
+      return false;
+    }
   }
 
   /** Directories named `jobId` anywhere under the cgroup v2 mount, i.e. leftover job cgroups. */
@@ -94,6 +117,18 @@ export function defineCrashSuite(options: CrashSuiteOptions = {}): void {
     const top = path.join(mount, cgroupSliceName(stateDir));
     if (existsSync(top)) walk(top, 0);
     return found;
+  }
+
+  /** Pre-started sandboxes of this state dir now: their ids and uids, from their work tmpfs mounts. */
+  function sandboxes(): Array<{ id: string; uid: number }> {
+    const out: Array<{ id: string; uid: number }> = [];
+    for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+      const point = line.split(' ')[4] ?? '';
+      const m = new RegExp(`^${stateDir}/jobs/(pool-[^/]+)/work$`).exec(point);
+      const uid = /(?:^|,)uid=(\d+)/.exec(line.split(' - ')[1] ?? '')?.[1];
+      if (m && uid) out.push({ id: m[1]!, uid: Number(uid) });
+    }
+    return out;
   }
 
   function mountsUnder(dir: string): string[] {
@@ -146,6 +181,11 @@ export function defineCrashSuite(options: CrashSuiteOptions = {}): void {
           () => jobPids(id),
           (p) => p.length >= 3,
         );
+        // The pool refills after the job claimed one of its sandboxes: kill the server once it is full
+        // (two waiting, and the job's own).
+        const old = await waitFor('a full pool', sandboxes, (sb) => sb.length === 3);
+        const oldUids = old.map((sb) => sb.uid);
+        expect(old.every((sb) => processesOfUid(sb.uid).length > 0)).toBe(true);
 
         first.child.kill('SIGKILL');
         await new Promise((r) => first.child.once('exit', r));
@@ -162,13 +202,26 @@ export function defineCrashSuite(options: CrashSuiteOptions = {}): void {
         expect(
           await waitFor(
             'no job processes',
-            () => jobPids(id),
+            () => [...jobPids(id), ...before.filter(alive)],
             (p) => p.length === 0,
           ),
         ).toEqual([]);
         expect(jobCgroups(id)).toEqual([]);
-        expect(mountsUnder(stateDir)).toEqual([]);
-        expect(readdirSync(path.join(stateDir, 'jobs'))).toEqual([]);
+        // Of the old pool: no process of its uids, no mount, no dir, no cgroup. The new server's own
+        // pool is all there is.
+        expect(
+          await waitFor(
+            "no process of an old sandbox's uid",
+            () => oldUids.flatMap((u) => processesOfUid(u)),
+            (p) => p.length === 0,
+          ),
+        ).toEqual([]);
+        const fresh = await waitFor('the new pool', sandboxes, (sb) => sb.length === 2);
+        const oldIds = new Set(old.map((sb) => sb.id));
+        expect(fresh.filter((sb) => oldIds.has(sb.id))).toEqual([]);
+        for (const sb of old) expect(jobCgroups(sb.id)).toEqual([]);
+        expect(mountsUnder(stateDir).filter((m) => [...oldIds].some((o) => m.includes(o)))).toEqual([]);
+        expect(readdirSync(path.join(stateDir, 'jobs')).sort()).toEqual(fresh.map((sb) => sb.id).sort());
 
         // The sealed log ends with an end frame, so a watcher gets the full story.
         const log = readFileSync(path.join(stateDir, 'logs', `${id}.log`));
@@ -176,6 +229,11 @@ export function defineCrashSuite(options: CrashSuiteOptions = {}): void {
 
         second.child.kill('SIGTERM');
         await new Promise((r) => second.child.once('exit', r));
+        // A clean stop takes its pool down too: nothing of any sandbox is left.
+        expect(mountsUnder(stateDir)).toEqual([]);
+        expect(readdirSync(path.join(stateDir, 'jobs'))).toEqual([]);
+        for (const sb of fresh) expect(jobCgroups(sb.id)).toEqual([]);
+        expect(fresh.flatMap((sb) => processesOfUid(sb.uid))).toEqual([]);
         // A second restart is a no-op: nothing is orphaned any more.
         const third = await startServerProcess();
         const again = (await call(third.url, alice, { path: `/v1/jobs/${id}` })).json().job;
