@@ -15,6 +15,7 @@ import {
   type TestServer,
   watch,
 } from '../helpers/server.ts';
+import { cgroupSliceName } from '../../server/host.ts';
 
 let t: TestServer;
 let alice: Identity;
@@ -36,7 +37,8 @@ function jobCgroups(): string[] {
       walk(p);
     }
   };
-  if (existsSync('/sys/fs/cgroup/jth.slice')) walk('/sys/fs/cgroup/jth.slice');
+  const slice = path.join('/sys/fs/cgroup', cgroupSliceName(t.stateDir));
+  if (existsSync(slice)) walk(slice);
   return left;
 }
 
@@ -61,6 +63,8 @@ describe('end to end in the cgroup v2 guest', () => {
     expect(w2.end.state).toBe('succeeded');
     expect(w2.stdout).toBe('fine\n');
     expect(w2.end.result?.usage.memoryPeakBytes).toBeGreaterThan(0);
+    // The slice exists (the check below is not vacuous), and no job cgroup is left in it.
+    expect(existsSync(path.join('/sys/fs/cgroup', cgroupSliceName(t.stateDir)))).toBe(true);
     expect(jobCgroups()).toEqual([]);
   });
 });
