@@ -53,10 +53,10 @@ describe('a pooled job meets the same limits as a cold one', () => {
     );
     for (const end of [r.pooled, r.cold]) {
       expect(end.state).toBe('oom-killed');
-      expect(end.result.evidence.oomKill).toEqual({ scope: 'job' });
+      expect(end.result!.evidence.oomKill).toEqual({ scope: 'job' });
     }
     // The runtime's start-up memory was charged to the pool, and taken off the job's own limit.
-    expect(r.pooled.result.usage.memoryPrechargedBytes).toBeGreaterThan(0);
+    expect(r.pooled.result!.usage.memoryPrechargedBytes).toBeGreaterThan(0);
   });
 
   it('a fork bomb under pids 64: pids-exhausted at the job scope, both ways', async () => {
@@ -70,7 +70,7 @@ describe('a pooled job meets the same limits as a cold one', () => {
     );
     for (const end of [r.pooled, r.cold]) {
       expect(end.state).toBe('pids-exhausted');
-      expect(end.result.evidence.pidsExhausted).toEqual({ scope: 'job' });
+      expect(end.result!.evidence.pidsExhausted).toEqual({ scope: 'job' });
     }
   });
 
@@ -81,7 +81,7 @@ describe('a pooled job meets the same limits as a cold one', () => {
     );
     for (const end of [r.pooled, r.cold]) {
       expect(end.state).toBe('succeeded');
-      const ratio = end.result.usage.cpuUsec / 1000 / end.result.usage.wallMs;
+      const ratio = end.result!.usage.cpuUsec / 1000 / end.result!.usage.wallMs;
       expect(ratio).toBeGreaterThan(0.1);
       expect(ratio).toBeLessThan(0.3);
     }
