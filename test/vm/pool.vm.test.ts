@@ -81,7 +81,7 @@ describe('a pooled job meets the same limits as a cold one', () => {
     );
     for (const end of [r.pooled, r.cold]) {
       expect(end.state).toBe('succeeded');
-      const ratio = end.result!.usage.cpuUsec / 1000 / end.result!.usage.wallMs;
+      const ratio = end.result!.usage.cpuUsec! / 1000 / end.result!.usage.wallMs!;
       expect(ratio).toBeGreaterThan(0.1);
       expect(ratio).toBeLessThan(0.3);
     }
