@@ -4,7 +4,7 @@
  * dir, and reaping a uid's processes. Each undo is idempotent so a deferred undo and `cleanup` may both
  * run it.
  */
-import { readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { Logger } from '../../core/types.ts';
 import { Mounter } from './_mounter.ts';
@@ -13,39 +13,136 @@ import { Mounter } from './_mounter.ts';
 const inUse = new Set<number>();
 
 /**
+ * Where uid reservations live: one file per uid, shared by every jth server on this host (several may
+ * run at once, with the same uid range). Creating the file with O_EXCL is the reservation, so two
+ * servers can never hand one uid to two sandboxes; `/run` is a tmpfs, so a reboot clears it.
+ */
+export const UID_DIR = '/run/jth/uids';
+
+/** This process's start time (field 22 of /proc/<pid>/stat), which tells a reused pid from ours. */
+function startTime(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+const SELF = `${process.pid} ${startTime(process.pid) ?? '?'}`;
+
+/** Whether the process that wrote a reservation (`"<pid> <start time>"`) still runs. */
+function holderAlive(text: string): boolean {
+  const [pid, start] = text.trim().split(' ');
+  return Number(pid) > 0 && startTime(Number(pid)) === start;
+}
+
+/** Reserve `uid` host-wide; a reservation left by a dead process is taken over. */
+function reserve(uid: number, dir: string): boolean {
+  const file = `${dir}/${uid}`;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(file, `${SELF}\n`, { flag: 'wx', mode: 0o600 });
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') {
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        continue;
+      }
+      if (code !== 'EEXIST') throw err;
+    }
+    let held = '';
+    try {
+      held = readFileSync(file, 'utf8');
+    } catch {
+      continue; // released meanwhile: try again
+    }
+    if (holderAlive(held)) return false;
+    // Left by a server that died: its sandboxes died with it (bwrap --die-with-parent), but make sure
+    // no process of the uid lingers before a new tenant gets it.
+    for (const pid of processesOfUid(uid)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {}
+    }
+    try {
+      unlinkSync(file);
+    } catch {}
+  }
+  return false;
+}
+
+/**
  * Pick a free uid from `[start, start + count)` at random, never 0, never one of a running job of this
- * process nor one in `options.taken` (e.g. {@link liveUids}: an orphan of a crashed server would
- * otherwise share a uid with, and be signalable by, a new tenant). Returns undefined when all are taken.
+ * process or of another jth server on this host (a reservation file in `options.dir`), nor one in
+ * `options.taken` (e.g. the host's own users). Returns undefined when all are taken.
  */
 export function allocateUid(
   range: readonly [number, number],
-  options: { taken?: ReadonlySet<number> } = {},
+  options: { taken?: ReadonlySet<number>; dir?: string } = {},
 ): number | undefined {
   const [start, count] = range;
   const taken = options.taken ?? new Set<number>();
-  const free = (u: number) => u !== 0 && !inUse.has(u) && !taken.has(u);
+  const dir = options.dir ?? UID_DIR;
+  const free = (u: number) => u !== 0 && !inUse.has(u) && !taken.has(u) && reserve(u, dir);
   for (let i = 0; i < 64; i++) {
     const u = start + Math.floor(Math.random() * count);
-    if (free(u)) return take(u);
+    if (free(u)) return take(u, dir);
   }
   // Random picks keep colliding: the range is nearly full, so walk it once.
-  for (let u = start; u < start + count; u++) if (free(u)) return take(u);
+  for (let u = start; u < start + count; u++) if (free(u)) return take(u, dir);
   return undefined;
 }
 
-function take(uid: number): number {
+const reservedIn = new Map<number, string>();
+
+function take(uid: number, dir: string): number {
   inUse.add(uid);
+  reservedIn.set(uid, dir);
   return uid;
 }
 
-/** Give a uid back. Releasing twice is harmless. */
+/** Give a uid back, here and host-wide. Releasing twice is harmless. */
 export function releaseUid(uid: number): void {
   inUse.delete(uid);
+  const dir = reservedIn.get(uid);
+  reservedIn.delete(uid);
+  if (!dir) return;
+  try {
+    // Only our own reservation: never one another server made since.
+    if (readFileSync(`${dir}/${uid}`, 'utf8').trim() === SELF) unlinkSync(`${dir}/${uid}`);
+  } catch {}
 }
 
 /** Whether `uid` is currently allocated in this process. */
 export function uidInUse(uid: number): boolean {
   return inUse.has(uid);
+}
+
+/** Uids in `range` that some live process has but this process did not allocate: strays to keep clear of. */
+export function strayUids(range: readonly [number, number]): Set<number> {
+  const [start, count] = range;
+  return new Set([...liveUids()].filter((u) => u >= start && u < start + count && !inUse.has(u)));
+}
+
+/** Ids of the host's own users and groups in `range` (from /etc/passwd and /etc/group): never a job's. */
+export function hostIdsIn(range: readonly [number, number]): Set<number> {
+  const [start, count] = range;
+  const out = new Set<number>();
+  for (const file of ['/etc/passwd', '/etc/group']) {
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n')) {
+      const id = Number(line.split(':')[2]);
+      if (Number.isInteger(id) && id >= start && id < start + count) out.add(id);
+    }
+  }
+  return out;
 }
 
 /** Undo the octal escapes of /proc/self/mountinfo (proc(5): space, tab, newline and backslash). */

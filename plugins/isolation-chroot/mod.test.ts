@@ -3,7 +3,11 @@
  * Unit tests of the pure parts: option validation, the launcher argv, hostnames, generated /etc, uid
  * allocation. The real sandbox is exercised in `adversarial.test.ts` and `chroot.test.ts`.
  */
-import { describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import type { Command } from '../../core/types.ts';
 import definition, {
   allocateUid,
@@ -264,30 +268,60 @@ describe('staleWorkMounts()', () => {
 });
 
 describe('allocateUid()', () => {
+  // Reservations in a dir of this test's own, not the host's /run/jth/uids.
+  const dir = mkdtempSync(join(tmpdir(), 'jth-uids-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
   it('hands out distinct non-zero uids from the range until it is full, and reuses released ones', () => {
     const got = new Set<number>();
     for (let i = 0; i < 8; i++) {
-      const u = allocateUid([1, 8]);
+      const u = allocateUid([1, 8], { dir });
       expect(u).toBeDefined();
       got.add(u!);
     }
     expect([...got].sort()).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
-    expect(allocateUid([1, 8])).toBeUndefined();
+    expect(allocateUid([1, 8], { dir })).toBeUndefined();
     releaseUid(5);
     expect(uidInUse(5)).toBe(false);
-    expect(allocateUid([1, 8])).toBe(5);
+    expect(allocateUid([1, 8], { dir })).toBe(5);
     for (const u of got) releaseUid(u);
+    expect(readdirSync(dir)).toEqual([]);
   });
 
-  it('skips uids that a live process already has', () => {
-    const u = allocateUid([10, 3], { taken: new Set([10, 12]) });
+  it('skips uids that are taken (the host’s own users)', () => {
+    const u = allocateUid([10, 3], { taken: new Set([10, 12]), dir });
     expect(u).toBe(11);
-    expect(allocateUid([10, 3], { taken: new Set([10, 12]) })).toBeUndefined();
+    expect(allocateUid([10, 3], { taken: new Set([10, 12]), dir })).toBeUndefined();
     releaseUid(11);
   });
 
   it('never returns uid 0 even when the range starts there', () => {
-    const u = allocateUid([0, 1]);
+    const u = allocateUid([0, 1], { dir });
     expect(u).toBeUndefined();
+  });
+
+  it('never hands out a uid another server process holds, and takes it over once that process died', async () => {
+    const host = join(import.meta.dirname, '_host.ts');
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '--input-type=module',
+        '-e',
+        `const { allocateUid } = await import(${JSON.stringify(host)}); console.log(allocateUid([777, 1], { dir: ${JSON.stringify(dir)} })); setInterval(() => {}, 1000);`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const got = await new Promise<string>((resolve) =>
+      child.stdout!.once('data', (c) => resolve(String(c).trim())),
+    );
+    expect(got).toBe('777');
+    expect(allocateUid([777, 1], { dir })).toBeUndefined();
+    const gone = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await gone;
+    expect(allocateUid([777, 1], { dir })).toBe(777);
+    releaseUid(777);
   });
 });

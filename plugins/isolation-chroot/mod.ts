@@ -38,9 +38,10 @@ import type {
 import { etcContents, jobHostname, type RootEntry, type SandboxSpec, sandboxCommand } from './_args.ts';
 import {
   allocateUid,
+  hostIdsIn,
   inheritableFds,
   killUid,
-  liveUids,
+  strayUids,
   mounter,
   mountTmpfs,
   parseMountinfo,
@@ -328,6 +329,15 @@ export default definePlugin<IsolationChrootOptions>({
   options,
   create(opts, setup): Plugin {
     const rootEntries = hostRootEntries();
+    // Uids a job never gets: the host's own users and groups in the range, and any uid a process has
+    // that no jth server reserved (a stray from before this server). Both are found once, when the
+    // plugin starts (or makes its first sandbox), never by a /proc scan per job; other servers' uids
+    // are kept apart by their reservations (see allocateUid).
+    let notForJobs: Set<number> | undefined;
+    const excluded = (): Set<number> => {
+      notForJobs ??= new Set([...hostIdsIn(opts.uidRange), ...strayUids(opts.uidRange)]);
+      return notForJobs;
+    };
     const procMasks = PROC_MASKS.filter((m) => existsSync(`/proc/${m}`));
     const policy = opts.seccomp ? seccompPolicy({ allow: opts.seccompAllow }) : undefined;
     let filter: Promise<SeccompFilter> | undefined;
@@ -362,7 +372,8 @@ export default definePlugin<IsolationChrootOptions>({
       const s: Scratch = {};
       c.scratch.set(NAME, s);
 
-      const uid = allocateUid(opts.uidRange, { taken: liveUids() });
+      // No /proc scan per job: other servers' uids are reserved host-wide, the host's users are known.
+      const uid = allocateUid(opts.uidRange, { taken: excluded() });
       if (uid === undefined) {
         throw new JthError(ErrorCode.LIMIT_EXCEEDED, 'Every uid of the sandbox range is in use', {
           plugin: NAME,
@@ -556,6 +567,8 @@ export default definePlugin<IsolationChrootOptions>({
             'Unmounted work tmpfs left by a previous server run',
           );
         }
+        // After the reap above: what is still alive in the range is someone else's, and stays clear.
+        notForJobs = new Set([...hostIdsIn(opts.uidRange), ...strayUids(opts.uidRange)]);
         const leaky = inheritableFds();
         if (leaky.length) {
           ctx.log.warn(
