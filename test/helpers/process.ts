@@ -8,11 +8,14 @@ import path from 'node:path';
 
 const repo = path.resolve(import.meta.dirname, '../..');
 
-/** Start `jth server --config configFile` with `env`; resolve with its URL once it listens. */
+/**
+ * Start `jth server --config configFile` with `env`; resolve with its URL once it listens, and
+ * `stderr()`, everything it has written to stderr so far.
+ */
 export function startServerProcess(
   configFile: string,
   options: { env: Record<string, string>; timeoutMs?: number },
-): Promise<{ child: ChildProcess; url: string }> {
+): Promise<{ child: ChildProcess; url: string; stderr: () => string }> {
   const child = spawn(process.execPath, [path.join(repo, 'bin/jth.mjs'), 'server', '--config', configFile], {
     cwd: repo,
     env: options.env,
@@ -20,16 +23,18 @@ export function startServerProcess(
   });
   return new Promise((resolve, reject) => {
     let err = '';
+    let listening = false;
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`jth server did not start within ${options.timeoutMs ?? 60_000} ms:\n${err}`));
     }, options.timeoutMs ?? 60_000);
     child.stderr!.on('data', (c) => {
       err += c;
-      const m = /listening on (https:\/\/\S+)/.exec(err);
+      const m = listening ? null : /listening on (https:\/\/\S+)/.exec(err);
       if (m) {
+        listening = true;
         clearTimeout(timer);
-        resolve({ child, url: m[1]! });
+        resolve({ child, url: m[1]!, stderr: () => err });
       }
     });
     child.on('exit', (code, signal) => {
