@@ -14,9 +14,16 @@ const repo = path.resolve(import.meta.dirname, '../..');
  */
 export function startServerProcess(
   configFile: string,
-  options: { env: Record<string, string>; timeoutMs?: number },
+  options: {
+    env: Record<string, string>;
+    timeoutMs?: number;
+    /** A command that runs the server, e.g. `setpriv` with its options (then `--`). */
+    wrap?: string[];
+  },
 ): Promise<{ child: ChildProcess; url: string; stderr: () => string }> {
-  const child = spawn(process.execPath, [path.join(repo, 'bin/jth.mjs'), 'server', '--config', configFile], {
+  const argv = [process.execPath, path.join(repo, 'bin/jth.mjs'), 'server', '--config', configFile];
+  const [cmd, ...args] = [...(options.wrap ?? []), ...argv];
+  const child = spawn(cmd!, args, {
     cwd: repo,
     env: options.env,
     stdio: ['ignore', 'ignore', 'pipe'],
