@@ -5,6 +5,7 @@
  * HTTP middleware labels requests by route template. The whole path through a real server is in
  * `test/metrics.e2e.test.ts`.
  */
+import { readFileSync } from 'node:fs';
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { describe, expect, it } from 'vitest';
 import type { JobResult } from '../core/types.ts';
@@ -163,5 +164,35 @@ describe('Metrics', () => {
     expect(sample(body, 'jth_http_request_duration_seconds_count{method="GET",route="/v1/jobs/{id}"}')).toBe(
       3,
     );
+  });
+});
+
+describe('README', () => {
+  it('"Operating jth" lists every jth_ series of the registry, with its type and labels', async () => {
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const rows = [...readme.matchAll(/^\| `(jth_[a-z_]+)` +\| (\w+) +\| ([^|]*)\|/gm)].map((m) => ({
+      name: m[1]!,
+      type: m[2]!,
+      labels: [...m[3]!.matchAll(/`(\w+)`/g)].map((l) => l[1]!),
+    }));
+    const m = new Metrics({ version: '1' });
+    const registered = (await m.registry.getMetricsAsJSON())
+      .filter((x) => x.name.startsWith('jth_'))
+      .map((x) => ({
+        name: x.name,
+        type: String(x.type),
+        labels: [...new Set(x.values.flatMap((v) => Object.keys(v.labels)))],
+      }));
+    expect(rows.map((r) => r.name).sort()).toEqual(registered.map((r) => r.name).sort());
+    for (const r of rows) {
+      const reg = registered.find((x) => x.name === r.name)!;
+      expect(r.type, r.name).toBe(reg.type);
+    }
+    // Labels, as the metrics declare them (a series with no sample yet has none to read from JSON).
+    const declared = (name: string) =>
+      (m.registry.getSingleMetric(name) as unknown as { labelNames: string[] }).labelNames.filter(
+        (l) => l !== 'le',
+      );
+    for (const r of rows) expect(r.labels.sort(), r.name).toEqual(declared(r.name).sort());
   });
 });
