@@ -366,6 +366,9 @@ function devPkiLines(
 
 type ConfigCheck = import('../server/mod.ts').ConfigCheck;
 
+/** A URL with port 0 said as what it means. */
+const anyPort = (url: string) => (url.endsWith(':0') ? `${url}  (any free port)` : url);
+
 /** `jth server --check-config`: 0 and a summary when the config would start, 2 and the error otherwise. */
 async function checkConfig(io: Io, check: () => Promise<ConfigCheck>, json: boolean): Promise<number> {
   let r: ConfigCheck;
@@ -387,8 +390,8 @@ async function checkConfig(io: Io, check: () => Promise<ConfigCheck>, json: bool
     `cpu ${x.cpu}, memory ${formatBytes(x.memoryBytes)}, pids ${x.pids}, disk ${formatBytes(x.diskBytes)}, timeout ${formatDuration(x.timeoutMs)}`;
   const lines = [
     `config ${r.config}: OK`,
-    `  api          ${r.url}`,
-    `  ops          ${r.ops === false ? 'off' : `${r.ops}  (/healthz, /readyz, /metrics)`}`,
+    `  api          ${anyPort(r.url)}`,
+    `  ops          ${r.ops === false ? 'off' : `${anyPort(r.ops)}  (/healthz, /readyz, /metrics)`}`,
     `  state dir    ${r.stateDir}`,
     `  pki dir      ${r.pkiDir}  (${r.pki})`,
     `  log level    ${r.logLevel}${r.logLevelFrom === 'JTH_LOG_LEVEL' ? '  (from JTH_LOG_LEVEL)' : ''}`,
