@@ -9,6 +9,7 @@ import { z } from '@hono/zod-openapi';
 import type { PluginDriver } from '../../core/driver.ts';
 import type { Logger, Principal } from '../../core/types.ts';
 import type { JobManager } from '../jobs.ts';
+import type { Metrics } from '../metrics.ts';
 import type { Redactor } from '../public.ts';
 
 export type Env = {
@@ -29,6 +30,8 @@ export interface RouteDeps {
   openArtifact?: (location: string) => Promise<ReadableStream<Uint8Array> | null>;
   /** The server's version, from package.json. */
   version: string;
+  /** Prometheus metrics of the server (HTTP requests, auth refusals, watchers); none in some tests. */
+  metrics?: Metrics;
 }
 
 export const ErrorBody = z
