@@ -28,6 +28,7 @@ import { createLogger } from './log.ts';
 import { probeRuntimes } from './probe.ts';
 import { Redactor } from './public.ts';
 import { openStore } from './store/mod.ts';
+import { UsageRecorder } from './usage.ts';
 
 export interface StartOptions {
   configPath?: string;
@@ -203,8 +204,11 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       await probeRuntimes({ driver, runtimes, jobsDir: statePaths(settings.stateDir).jobs, files, log });
     }
 
+    const usage = new UsageRecorder({ jobs, store: store.usage, log });
+    undo.push(() => usage.close());
     const artifactsDir = statePaths(settings.stateDir).artifacts;
     const app = createApp({
+      usage,
       driver,
       jobs,
       log,
@@ -245,6 +249,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
             );
           }
           clearInterval(logGc);
+          await usage.close();
           await store.close();
           lock.release();
           log.info({}, 'jth server stopped');

@@ -10,6 +10,7 @@ import type { PluginDriver } from '../../core/driver.ts';
 import type { Logger, Principal } from '../../core/types.ts';
 import type { JobManager } from '../jobs.ts';
 import type { Redactor } from '../public.ts';
+import type { UsageRecorder } from '../usage.ts';
 
 export type Env = {
   Bindings: { incoming: IncomingMessage };
@@ -29,6 +30,8 @@ export interface RouteDeps {
   openArtifact?: (location: string) => Promise<ReadableStream<Uint8Array>>;
   /** The server's version, from package.json. */
   version: string;
+  /** Usage samples of jobs (`/v1/jobs/{id}/usage`, the console's plots). */
+  usage?: UsageRecorder;
 }
 
 export const ErrorBody = z
