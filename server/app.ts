@@ -17,6 +17,8 @@ import { artifactRoutes } from './routes/artifacts.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { metaRoutes } from './routes/meta.ts';
 import { outputRoutes } from './routes/output.ts';
+import { usageRoutes } from './routes/usage.ts';
+import { consoleApp, fetchMetadataGuard } from './ui/mod.ts';
 import type { Env, RouteDeps } from './routes/_shared.ts';
 
 export type { Env, RouteDeps } from './routes/_shared.ts';
@@ -76,6 +78,8 @@ function asJthError(err: unknown): JthError {
 export function createApp(d: RouteDeps): OpenAPIHono<Env> {
   const app = new OpenAPIHono<Env>();
   app.use(requestId());
+  // A browser holding a client certificate presents it to any page's requests: refuse cross-site ones.
+  app.use('*', fetchMetadataGuard());
 
   app.use('*', async function authenticate(c, next) {
     const headers: Record<string, string> = {};
@@ -126,7 +130,9 @@ export function createApp(d: RouteDeps): OpenAPIHono<Env> {
   outputRoutes(v1, d);
   artifactRoutes(v1, d);
   metaRoutes(v1, d);
+  usageRoutes(v1, d);
   app.route('/v1', v1);
+  app.route('/ui', consoleApp(d));
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'mtls', {
     type: 'mutualTLS',
