@@ -12,6 +12,8 @@ if [ "${JTH_SETUP_VM:-0}" = 1 ]; then
   command -v qemu-system-x86_64 >/dev/null || want+=(qemu-system-x86)
   dpkg -s busybox-static >/dev/null 2>&1 || want+=(busybox-static)
   command -v cpio >/dev/null || want+=(cpio)
+  # The test command only: the web console's suite drives Debian's Chromium (test/console.e2e.test.ts).
+  [ -x /usr/bin/chromium ] || want+=(chromium)
 fi
 if [ ${#want[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

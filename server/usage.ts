@@ -265,7 +265,11 @@ export class UsageRecorder {
       const sampler = live.run.plan?.sampler;
       if (sampler) live.sampler = sampler;
       void this.#tick(id, live);
-    } else if (change.state !== 'starting' && change.state !== 'queued') this.#stop(live);
+    } else if (change.state !== 'starting' && change.state !== 'queued') {
+      this.#stop(live);
+      // Flush and forget even if the manager's `ended` never comes (its finalisation failed).
+      setTimeout(() => void this.#ended(id), 60_000).unref?.();
+    }
   }
 
   #stop(live: Live): void {

@@ -26,7 +26,8 @@ function refuse(why: string): JthError {
 
 /** The origin this request was addressed to, from its Host header, as a browser would write it. */
 function ownOrigin(host: string | undefined): string | null {
-  return host ? `https://${host.toLowerCase()}` : null;
+  // A browser leaves the default port out of Origin, whatever the Host header says.
+  return host ? `https://${host.toLowerCase().replace(/:443$/, '')}` : null;
 }
 
 /**

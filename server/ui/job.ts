@@ -10,7 +10,7 @@ import type { Principal } from '../../core/types.ts';
 import { formatBytes, formatDuration } from '../../core/units.ts';
 import type { JobRecord } from '../store/types.ts';
 import type { UsageView } from '../usage.ts';
-import { type Html, html, message, shortId, stateBadge, when } from './layout.ts';
+import { type Html, html, message, shortId, showBytes, stateBadge, when } from './layout.ts';
 import type { OutputTail } from './output.ts';
 import { renderFrames } from './output.ts';
 import { usagePlots } from './plot.ts';
@@ -48,6 +48,14 @@ function limitsText(j: JobRecord): string {
   ].join(', ');
 }
 
+/** The kernel's memory peak when it keeps one, else the highest sample (said so). */
+function memoryPeak(d: JobPageData): string | undefined {
+  const kernel = d.job.result?.usage.memoryPeakBytes;
+  if (kernel !== undefined) return showBytes(kernel);
+  const sampled = d.usage.points.map((p) => p.memoryBytes).filter((n): n is number => n !== null);
+  return sampled.length ? `${showBytes(Math.max(...sampled))} (highest sample)` : undefined;
+}
+
 function summary(d: JobPageData): Html {
   const j = d.job;
   const r = j.result;
@@ -78,9 +86,9 @@ ${row('Started', j.startedAt ? html`<time datetime="${j.startedAt}">${when(j.sta
 ${row('Ended', j.endedAt ? html`<time datetime="${j.endedAt}">${when(j.endedAt)}</time>` : undefined)}
 ${row('Wall time', wall !== undefined && Number.isFinite(wall) ? formatDuration(wall) : undefined)}
 ${row('CPU time', r?.usage.cpuUsec !== undefined ? formatDuration(r.usage.cpuUsec / 1000) : undefined)}
-${row('Memory peak', r?.usage.memoryPeakBytes !== undefined ? formatBytes(r.usage.memoryPeakBytes) : undefined)}
+${row('Memory peak', memoryPeak(d))}
 ${row('Tasks peak', r?.usage.pidsPeak)}
-${row('Output', formatBytes(j.outputBytes ?? 0))}
+${row('Output', showBytes(j.outputBytes ?? 0))}
 ${row('Limits', limitsText(j))}
 </dl>
 ${r?.error ? message('error', `${r.error.code}: ${r.error.message}`) : ''}
@@ -152,7 +160,7 @@ function artifacts(d: JobPageData): Html {
           (
             a,
           ) => html`<tr><th scope="row"><a href="/v1/jobs/${encodeURIComponent(j.id)}/artifacts/${encodeURIComponent(a.name)}" download="${a.name}">${a.name}</a></th>
-<td class="num">${formatBytes(a.size)}</td><td><code class="hash">${a.sha256 ?? ''}</code></td></tr>`,
+<td class="num">${showBytes(a.size)}</td><td><code class="hash">${a.sha256 ?? ''}</code></td></tr>`,
         )}</tbody></table>`;
   return html`<section id="artifacts" aria-labelledby="artifacts-h"><h2 id="artifacts-h">Artifacts</h2>${body}</section>`;
 }
@@ -176,11 +184,11 @@ function output(d: JobPageData, tail: OutputTail | null): Html {
 </div>
 ${downloads}
 <p id="output-trimmed" class="muted" hidden>Earlier output is not shown here; download it to see all.</p>
-<pre id="output" class="output" tabindex="0" role="log" aria-label="Output of the job" data-job="${j.id}" data-ended="${isTerminal(j.state) ? '1' : '0'}"></pre>
+<pre id="output" class="output" tabindex="0" aria-label="Output of the job" data-job="${j.id}" data-ended="${isTerminal(j.state) ? '1' : '0'}"></pre>
 <p id="output-status" class="muted" aria-live="polite"></p>
 <noscript>${
     tail
-      ? html`${tail.omittedBytes ? html`<p class="muted">The first ${formatBytes(tail.omittedBytes)} of output are not shown: download it to see all.</p>` : ''}<pre class="output" tabindex="0" aria-label="Output of the job">${renderFrames(tail.frames)}</pre>`
+      ? html`${tail.omittedBytes ? html`<p class="muted">The first ${showBytes(tail.omittedBytes)} of the log are not shown here: download the output to see all.</p>` : ''}<pre class="output" tabindex="0" aria-label="Output of the job">${renderFrames(tail.frames)}</pre>`
       : html`<p class="muted">No output yet.</p>`
   }</noscript>
 </section>`;

@@ -8,6 +8,7 @@
 import { html } from 'hono/html';
 import type { HtmlEscapedString } from 'hono/utils/html';
 import type { JobState, Principal } from '../../core/types.ts';
+import { formatBytes } from '../../core/units.ts';
 
 export type Html = HtmlEscapedString | Promise<HtmlEscapedString>;
 export { html };
@@ -45,6 +46,7 @@ export function page(o: PageOptions): Html {
 <meta name="referrer" content="same-origin">
 <title>${o.title} · jth</title>
 <link rel="stylesheet" href="${o.assets.style}">
+<link rel="icon" href="/ui/assets/icon.svg" type="image/svg+xml">
 ${o.refreshSeconds ? html`<noscript><meta http-equiv="refresh" content="${o.refreshSeconds}"></noscript>` : ''}
 <script type="module" src="${o.assets.script}"></script>
 </head>
@@ -99,4 +101,9 @@ export function shortId(id: string): string {
 /** A message box: an error (announced) or a note. */
 export function message(kind: 'error' | 'note', text: string, hint?: string): Html {
   return html`<div class="msg msg-${kind}" role="${kind === 'error' ? 'alert' : 'note'}"><p>${text}</p>${hint ? html`<p class="hint">${hint}</p>` : ''}</div>`;
+}
+
+/** Bytes in the CLI's units (`512M`, `1.5G`), and small counts with their unit (`38 B`). */
+export function showBytes(n: number): string {
+  return Math.abs(n) < 1024 ? `${Math.round(n)} B` : formatBytes(n);
 }

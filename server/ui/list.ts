@@ -6,10 +6,10 @@
  */
 import { isTerminal, TERMINAL_STATES } from '../../core/lifecycle.ts';
 import type { JobState, Principal } from '../../core/types.ts';
-import { formatBytes, formatDuration } from '../../core/units.ts';
+import { formatDuration } from '../../core/units.ts';
 import type { JobManager } from '../jobs.ts';
 import type { JobRecord, ListFilter } from '../store/types.ts';
-import { type Html, html, message, shortId, stateBadge, when } from './layout.ts';
+import { type Html, html, message, shortId, showBytes, stateBadge, when } from './layout.ts';
 
 const STATES: JobState[] = ['queued', 'starting', 'running', ...TERMINAL_STATES];
 const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/;
@@ -122,7 +122,7 @@ ${admin ? html`<td>${j.user}</td>` : ''}
 <td class="labels">${labelsText(j.labels)}</td>
 <td><time datetime="${j.createdAt}">${when(j.createdAt)}</time></td>
 <td>${duration(j)}</td>
-<td class="num">${formatBytes(j.outputBytes ?? 0)}</td>
+<td class="num">${showBytes(j.outputBytes ?? 0)}</td>
 </tr>`,
   )}`;
 }

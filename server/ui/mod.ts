@@ -17,7 +17,7 @@ import { FormTokens } from './guard.ts';
 import { jobBody, TAIL_BYTES } from './job.ts';
 import { CONSOLE_CSP, html, message, page } from './layout.ts';
 import { jobsRegion, listBody, listQuery, loadList } from './list.ts';
-import { type OutputStream, outputDownload, readOutputTail } from './output.ts';
+import { type OutputStream, outputDownload, readOutputTail, TailFinder } from './output.ts';
 
 export { fetchMetadataGuard } from './guard.ts';
 
@@ -25,6 +25,10 @@ export interface ConsoleOptions {
   /** The console's script and stylesheet; loaded (or bundled from source) when absent. */
   assets?: ConsoleAssets;
 }
+
+/** The tab icon (browsers ask for one; without it every page logs a 404). */
+const ICON =
+  '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#0969da"/><path d="M4 11h8M4 8h5M4 5h8" stroke="#fff" stroke-width="1.6"/></svg>';
 
 /** Headers of every console response: nothing inline or foreign runs, nothing is framed or cached. */
 const SECURITY_HEADERS: Record<string, string> = {
@@ -42,6 +46,7 @@ export function consoleApp(d: RouteDeps, options: ConsoleOptions = {}): Hono<Env
   let assets: ConsoleAssets | undefined = options.assets;
   const urls = { script: '', style: '' };
   const tokens = new FormTokens();
+  const tails = new TailFinder();
   const ui = new Hono<Env>();
 
   // The files are loaded (or bundled from source) on the console's first request, not at every start.
@@ -93,6 +98,12 @@ export function consoleApp(d: RouteDeps, options: ConsoleOptions = {}): Hono<Env
 
   ui.get('/assets/:file', (c) => {
     const file = c.req.param('file');
+    if (file === 'icon.svg') {
+      return c.body(ICON, 200, {
+        'content-type': 'image/svg+xml',
+        'cache-control': 'private, max-age=86400',
+      });
+    }
     const a = file === 'console.js' ? assets?.script : file === 'console.css' ? assets?.style : null;
     if (!a) throw new JthError(ErrorCode.NOT_FOUND, `No console file "${file}"`, { status: 404 });
     // A versioned URL never changes content: cache it; an unversioned one is revalidated.
@@ -150,7 +161,7 @@ export function consoleApp(d: RouteDeps, options: ConsoleOptions = {}): Hono<Env
         : {}),
     };
     const fragment = c.req.query('fragment') === '1';
-    const tail = fragment || gone ? null : await readOutputTail(d.jobs.logPath(job.id), TAIL_BYTES);
+    const tail = fragment || gone ? null : await readOutputTail(d.jobs.logPath(job.id), TAIL_BYTES, tails);
     const live = job.state === 'queued' || job.state === 'starting' || job.state === 'running';
     return c.html(
       fragment

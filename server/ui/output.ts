@@ -5,7 +5,7 @@
  * plain text to download. Both read the same framed log the API serves.
  */
 import { open } from 'node:fs/promises';
-import { type Frame, FrameDecoder, FrameType, frameJson } from '../frames.ts';
+import { FRAME_HEADER_BYTES, type Frame, FrameDecoder, FrameType, frameJson } from '../frames.ts';
 import { openLogStream } from '../joblog.ts';
 import { AnsiParser, type Segment, styleClasses } from './ansi.ts';
 import { type Html, html } from './layout.ts';
@@ -15,49 +15,97 @@ export type OutputStream = 'stdout' | 'stderr';
 export interface OutputTail {
   /** stdout, stderr and notice frames of the tail, in order. */
   frames: Frame[];
-  /** Bytes of output before the tail that are not shown. */
+  /** Bytes of the log before the tail, which are not shown. */
   omittedBytes: number;
   ended: boolean;
 }
 
-/** The last `maxBytes` of output of the log at `file` (whole frames), or null when there is no log. */
-export async function readOutputTail(file: string, maxBytes: number): Promise<OutputTail | null> {
-  let fh: Awaited<ReturnType<typeof open>>;
+/** How far apart the remembered frame boundaries are, at least. */
+const MARK_EVERY = 4096;
+/** Logs whose walk is remembered. */
+const MAX_CACHED = 256;
+const CHUNK = 64 * 1024;
+
+/**
+ * Finds where the last `maxBytes` of a job log begin, on a frame boundary, without reading the whole log
+ * each time: frame headers are walked once (payloads larger than a read are skipped, not read), and
+ * since a log only grows, a later call walks only what was appended since. A page reload of a job with
+ * 256 MiB of output costs what was written since the last one.
+ */
+export class TailFinder {
+  readonly #walks = new Map<string, { walked: number; marks: number[] }>();
+
+  async start(file: string, maxBytes: number): Promise<{ start: number; size: number }> {
+    const fh = await open(file, 'r');
+    try {
+      const { size } = await fh.stat();
+      let w = this.#walks.get(file);
+      // A log that shrank was resealed after a crash (its torn frame cut off): walk it again.
+      if (!w || w.walked > size) w = { walked: 0, marks: [0] };
+      this.#walks.delete(file);
+      const buf = Buffer.alloc(CHUNK);
+      let pos = w.walked;
+      while (pos + FRAME_HEADER_BYTES <= size) {
+        const { bytesRead } = await fh.read(buf, 0, CHUNK, pos);
+        let at = 0;
+        while (at + FRAME_HEADER_BYTES <= bytesRead) {
+          const next = pos + at + FRAME_HEADER_BYTES + buf.readUInt32BE(at + 1);
+          if (next > size) break;
+          if (next - w.marks.at(-1)! >= MARK_EVERY) w.marks.push(next);
+          at = next - pos;
+        }
+        if (at === 0) break;
+        pos += at;
+      }
+      w.walked = pos;
+      if (w.marks.at(-1) !== pos) w.marks.push(pos);
+      // Keep the marks that can still begin a tail (one before the window, so the tail is full).
+      const from = Math.max(0, pos - maxBytes);
+      const first = w.marks.findIndex((m) => m >= from);
+      if (first > 1) w.marks.splice(0, first - 1);
+      this.#walks.set(file, w);
+      if (this.#walks.size > MAX_CACHED) this.#walks.delete(this.#walks.keys().next().value!);
+      // The boundary at or before the window's start: the tail shows at least `maxBytes` when there is
+      // that much, and at most one frame (≤ 1 MiB) and one mark's spacing more.
+      return { start: w.marks.findLast((m) => m <= from) ?? 0, size: pos };
+    } finally {
+      await fh.close();
+    }
+  }
+}
+
+/** The last `maxBytes` (or a little more) of the log at `file`, or null when there is no log yet. */
+export async function readOutputTail(
+  file: string,
+  maxBytes: number,
+  finder: TailFinder = new TailFinder(),
+): Promise<OutputTail | null> {
+  let where: { start: number; size: number };
   try {
-    fh = await open(file, 'r');
+    where = await finder.start(file, maxBytes);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw err;
   }
+  const fh = await open(file, 'r');
   const frames: Frame[] = [];
-  let kept = 0;
-  let omittedBytes = 0;
   let ended = false;
   try {
     const dec = new FrameDecoder();
-    const buf = Buffer.alloc(256 * 1024);
-    for (let pos = 0; ; ) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+    const buf = Buffer.alloc(CHUNK);
+    for (let pos = where.start; pos < where.size; ) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(CHUNK, where.size - pos), pos);
       if (bytesRead === 0) break;
       pos += bytesRead;
       for (const f of dec.push(new Uint8Array(buf.subarray(0, bytesRead)))) {
-        if (f.type === FrameType.end) {
-          ended = true;
-          continue;
-        }
-        frames.push(f);
-        kept += f.payload.byteLength;
-        while (kept > maxBytes && frames.length > 1) {
-          const dropped = frames.shift()!;
-          kept -= dropped.payload.byteLength;
-          omittedBytes += dropped.payload.byteLength;
-        }
+        if (f.type === FrameType.end) ended = true;
+        else frames.push(f);
       }
     }
   } finally {
     await fh.close();
   }
-  return { frames, omittedBytes, ended };
+  return { frames, omittedBytes: where.start, ended };
 }
 
 function segmentsHtml(segments: Segment[]): Html[] {

@@ -7,11 +7,12 @@
  */
 import { formatBytes, formatDuration } from '../../core/units.ts';
 import type { SeriesInfo, UsageView } from '../usage.ts';
-import { type Html, html } from './layout.ts';
+import { type Html, html, showBytes } from './layout.ts';
 
-const W = 640;
-const H = 170;
-const PAD = { left: 64, right: 12, top: 12, bottom: 26 };
+// About the size a plot is shown at (a third of a wide page), so its text is drawn near 1:1.
+const W = 360;
+const H = 160;
+const PAD = { left: 40, right: 8, top: 10, bottom: 22 };
 
 type Point = UsageView['points'][number];
 
@@ -19,18 +20,34 @@ interface Chart {
   key: 'cpu' | 'memory' | 'pids';
   title: string;
   value: (p: Point) => number | null;
+  /** A value with its unit, for descriptions. */
   format: (n: number) => string;
+  /** A value as an axis label (the unit is in the title). */
+  tick: (n: number) => string;
 }
 
 const CHARTS: Chart[] = [
-  { key: 'cpu', title: 'CPU', value: (p) => p.cpuCores, format: (n) => `${round(n)} cores` },
+  {
+    key: 'cpu',
+    title: 'CPU (cores)',
+    value: (p) => p.cpuCores,
+    format: (n) => `${round(n)} cores`,
+    tick: round,
+  },
   {
     key: 'memory',
     title: 'Memory',
     value: (p) => p.memoryBytes,
-    format: (n) => (n === 0 ? '0' : formatBytes(n)),
+    format: showBytes,
+    tick: (n) => (n === 0 ? '0' : formatBytes(n)),
   },
-  { key: 'pids', title: 'Tasks', value: (p) => p.pids, format: (n) => `${Math.round(n)}` },
+  {
+    key: 'pids',
+    title: 'Tasks',
+    value: (p) => p.pids,
+    format: (n) => `${Math.round(n)} tasks`,
+    tick: (n) => `${Math.round(n)}`,
+  },
 ];
 
 function round(n: number): string {
@@ -78,7 +95,7 @@ function chart(c: Chart, v: UsageView, series: SeriesInfo): Html {
   const desc = `${values.length} samples over ${formatDuration(tMax)}; peak ${c.format(peak)}, last ${c.format(last.y)}`;
   const grid = [0, 0.5, 1].map(
     (f) =>
-      html`<line class="grid" x1="${PAD.left}" x2="${W - PAD.right}" y1="${y(top * f).toFixed(1)}" y2="${y(top * f).toFixed(1)}"></line><text class="tick" x="${PAD.left - 6}" y="${(y(top * f) + 4).toFixed(1)}" text-anchor="end">${c.format(top * f)}</text>`,
+      html`<line class="grid" x1="${PAD.left}" x2="${W - PAD.right}" y1="${y(top * f).toFixed(1)}" y2="${y(top * f).toFixed(1)}"></line><text class="tick" x="${PAD.left - 4}" y="${(y(top * f) + 3.5).toFixed(1)}" text-anchor="end">${c.tick(top * f)}</text>`,
   );
   const dots =
     values.length <= 90
@@ -88,13 +105,13 @@ function chart(c: Chart, v: UsageView, series: SeriesInfo): Html {
         )
       : '';
   return html`<section class="plot" aria-labelledby="${id}-h"><h3 id="${id}-h">${c.title}</h3>
-<svg class="chart chart-${c.key}" viewBox="0 0 ${W} ${H}" role="img" aria-labelledby="${id}-t ${id}-d" data-points="${values.length}" preserveAspectRatio="none">
+<svg class="chart chart-${c.key}" viewBox="0 0 ${W} ${H}" role="img" aria-labelledby="${id}-t ${id}-d" data-points="${values.length}">
 <title id="${id}-t">${c.title} over time</title>
 <desc id="${id}-d">${desc}</desc>
 ${grid}
 <line class="axis" x1="${PAD.left}" x2="${W - PAD.right}" y1="${H - PAD.bottom}" y2="${H - PAD.bottom}"></line>
-<text class="tick" x="${PAD.left}" y="${H - 8}" text-anchor="start">0s</text>
-<text class="tick" x="${W - PAD.right}" y="${H - 8}" text-anchor="end">${formatDuration(tMax)}</text>
+<text class="tick" x="${PAD.left}" y="${H - 6}" text-anchor="start">0s</text>
+<text class="tick" x="${W - PAD.right}" y="${H - 6}" text-anchor="end">${formatDuration(tMax)}</text>
 <polyline class="line" points="${coords}"></polyline>
 ${dots}
 </svg>
@@ -110,7 +127,7 @@ function table(v: UsageView): Html {
 <thead><tr><th scope="col">Time</th><th scope="col">CPU (cores)</th><th scope="col">Memory (peak)</th><th scope="col">Tasks (peak)</th></tr></thead>
 <tbody>${v.points.map(
     (p) =>
-      html`<tr><td>${formatDuration(p.t)}</td><td>${cell(p.cpuCores, round)}</td><td>${cell(p.memoryBytes, formatBytes)}</td><td>${cell(p.pids, String)}</td></tr>`,
+      html`<tr><td>${formatDuration(p.t)}</td><td>${cell(p.cpuCores, round)}</td><td>${cell(p.memoryBytes, showBytes)}</td><td>${cell(p.pids, String)}</td></tr>`,
   )}</tbody></table></details>`;
 }
 

@@ -82,7 +82,9 @@ function listPage(): void {
   const stamp = byId('refreshed');
   every(5000, async () => {
     if (box && !box.checked) return;
-    await refreshRegions(location.href, ['jobs-region']);
+    const url = new URL(location.href);
+    url.searchParams.set('fragment', '1');
+    await refreshRegions(url.href, ['jobs-region']);
     if (stamp) stamp.textContent = `(updated ${new Date().toLocaleTimeString()})`;
   });
 }
