@@ -96,6 +96,8 @@ async function newContext(
     acceptDownloads: true,
     ...options,
   });
+  c.setDefaultTimeout(60_000);
+  c.setDefaultNavigationTimeout(60_000);
   c.on('console', (m) => {
     if (m.type() === 'error') pageErrors.push(m.text());
   });
@@ -103,7 +105,8 @@ async function newContext(
   return c;
 }
 
-describe.skipIf(unavailable)('the web console in Chromium', () => {
+// A real browser on a shared 2-core machine: each step may wait on Chromium, so each test gets 2 minutes.
+describe.skipIf(unavailable)('the web console in Chromium', { timeout: 120_000 }, () => {
   beforeAll(async () => {
     const started = performance.now();
     t = await startTestServer();
@@ -138,6 +141,7 @@ describe.skipIf(unavailable)('the web console in Chromium', () => {
     // No certificate: this context must fail at client authentication, not at trusting the server, so
     // it alone skips server verification (it presents nothing the proxy could carry).
     const bare = await tb.browser.newContext({ ignoreHTTPSErrors: true });
+    bare.setDefaultNavigationTimeout(60_000);
     const page = await bare.newPage();
     const err = await page.goto(`${t.server.url}/ui/jobs`).then(
       () => null,
@@ -167,6 +171,7 @@ describe.skipIf(unavailable)('the web console in Chromium', () => {
         },
       ],
     });
+    foreign.setDefaultNavigationTimeout(60_000);
     const fpage = await foreign.newPage();
     const outcome = await fpage.goto(`${t.server.url}/ui/jobs`).then(
       async (res) => ({ status: res?.status(), body: await fpage.content() }),
@@ -269,12 +274,20 @@ describe.skipIf(unavailable)('the web console in Chromium', () => {
     await page.mouse.wheel(0, -10_000);
     await screenshot(page, 'console-job.png', { fullPage: true });
 
-    const [download] = await Promise.all([
-      page.waitForEvent('download'),
-      page.getByRole('link', { name: 'report.bin' }).click(),
-    ]);
     const saved = path.join(tmp, 'report.bin');
-    await download.saveAs(saved);
+    const link = page.getByRole('link', { name: 'report.bin' });
+    for (let attempt = 1; ; attempt++) {
+      const [download] = await Promise.all([page.waitForEvent('download'), link.click()]);
+      try {
+        await download.saveAs(saved);
+        break;
+      } catch (err) {
+        // Seen once in ~10 runs on a saturated host: Chromium reported the download canceled. Say why,
+        // and try once more; a second failure fails the test.
+        console.warn(`download attempt ${attempt} failed: ${await download.failure()} (${err})`);
+        if (attempt >= 2) throw err;
+      }
+    }
     const got = readFileSync(saved);
     expect(got.equals(reportBytes())).toBe(true);
     const listed = (await page.locator('#artifacts code.hash').textContent())!.trim();

@@ -203,6 +203,6 @@ export function jobBody(d: JobPageData, o: { tail: OutputTail | null; fragment?:
   return html`<p class="crumbs"><a href="/ui/jobs">Jobs</a> / <span>${j.name ?? shortId(j.id)}</span></p>
 <h1>Job ${j.name ?? shortId(j.id)} <span id="title-state">${stateBadge(j.state)}</span></h1>
 <p id="live-msg" class="visually-hidden" aria-live="polite"></p>
-<div class="job-grid">${summary(d)}${actions(d)}${timings(d)}${usage(d)}${artifacts(d)}</div>
+<div class="job-grid">${actions(d)}${summary(d)}${timings(d)}${usage(d)}${artifacts(d)}</div>
 ${o.fragment ? '' : output(d, o.tail)}`;
 }
