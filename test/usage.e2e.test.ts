@@ -84,6 +84,14 @@ describe('usage over time', () => {
     expect(Math.max(...u.points.map((p: Usage) => p.pids))).toBeGreaterThan(1);
   });
 
+  it('is declared in the OpenAPI document', async () => {
+    const doc = (await call(t.server.url, who, { path: '/v1/openapi.json' })).json();
+    expect(Object.keys(doc.paths)).toContain('/v1/jobs/{id}/usage');
+    expect(doc.components.schemas.Usage.properties.series).toBeDefined();
+    // The console is HTML, not API: it is not in the document.
+    expect(Object.keys(doc.paths).some((p: string) => p.startsWith('/ui'))).toBe(false);
+  });
+
   it('answers another user’s job as a missing one', async () => {
     const other = await t.identity('nils');
     expect((await call(t.server.url, other, { path: `/v1/jobs/${jobId}/usage` })).status).toBe(404);
