@@ -211,6 +211,10 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
   withConnection(program.command('status'))
     .description('show one job')
     .argument('<id>')
+    .option(
+      '--usage',
+      'also its cpu, memory and tasks over time, as sampled while it ran (with --json: { job, usage })',
+    )
     .option('--json', 'JSON output')
     .action(async (id: string, opts, cmd: Command) => {
       const { status } = await import('./jobs.ts');

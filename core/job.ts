@@ -165,6 +165,7 @@ export class JobRun {
   readonly #abort = new AbortController();
   readonly #undos: Undo[] = [];
   readonly #scratch = createScratch();
+  #plan: LaunchPlan | null = null;
   #tornDown = false;
   #lateUndos: Promise<unknown>[] = [];
   #lateErrors: unknown[] = [];
@@ -177,6 +178,11 @@ export class JobRun {
 
   get signal(): AbortSignal {
     return this.#abort.signal;
+  }
+
+  /** The job's launch plan, once isolation has begun (read-only use: e.g. its usage sampler). */
+  get plan(): Readonly<LaunchPlan> | null {
+    return this.#plan;
   }
 
   /**
@@ -254,6 +260,7 @@ export class JobRun {
     try {
       await this.#move('starting');
       plan = createPlan(this.#o.jobDir);
+      this.#plan = plan;
       let t = performance.now();
       const isolatePlan = plan;
       await driver.hookSeq(

@@ -18,6 +18,8 @@ import { jobRoutes } from './routes/jobs.ts';
 import { metaRoutes } from './routes/meta.ts';
 import { outputRoutes } from './routes/output.ts';
 import { COMMON_ERRORS, type Env, type RouteDeps } from './routes/_shared.ts';
+import { usageRoutes } from './routes/usage.ts';
+import { consoleApp, fetchMetadataGuard } from './ui/mod.ts';
 
 export type { Env, RouteDeps } from './routes/_shared.ts';
 
@@ -84,6 +86,8 @@ export function createApp(d: RouteDeps): OpenAPIHono<Env> {
   // First, so it sees every answer, refusals by later middleware included.
   if (d.metrics) app.use(d.metrics.http());
   app.use(requestId());
+  // A browser holding a client certificate presents it to any page's requests: refuse cross-site ones.
+  app.use('*', fetchMetadataGuard());
 
   app.use('*', async function authenticate(c, next) {
     const headers: Record<string, string> = {};
@@ -143,7 +147,9 @@ export function createApp(d: RouteDeps): OpenAPIHono<Env> {
   outputRoutes(v1, d);
   artifactRoutes(v1, d);
   metaRoutes(v1, d);
+  usageRoutes(v1, d);
   app.route('/v1', v1);
+  app.route('/ui', consoleApp(d));
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'mtls', {
     type: 'mutualTLS',

@@ -34,6 +34,7 @@ import { probeRuntimes } from './probe.ts';
 import { Redactor } from './public.ts';
 import { type ReloadResult, reloadServer } from './reload.ts';
 import { openStore } from './store/mod.ts';
+import { UsageRecorder } from './usage.ts';
 
 export interface StartOptions {
   configPath?: string;
@@ -336,7 +337,10 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       await probeRuntimes({ driver, runtimes, jobsDir: statePaths(settings.stateDir).jobs, files, log });
     }
 
+    const usage = new UsageRecorder({ jobs, store: store.usage, log });
+    undo.push(() => usage.close());
     const app = createApp({
+      usage,
       driver,
       jobs,
       log,
@@ -413,6 +417,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
             );
           }
           clearInterval(logGc);
+          await usage.close();
           await store.close();
           lock.release();
           log.info({}, 'jth server stopped');

@@ -33,6 +33,7 @@ import type { BlockDevice } from './io.ts';
 import { killAll, killAndRemove, removeCgroup, terminateAll, waitEmpty } from './kill.ts';
 import { setMemoryLimit } from './memory.ts';
 import { setPidsMax } from './pids.ts';
+import { cgroupSampler } from './sample.ts';
 import {
   CONTROLLERS,
   ensureCgroup,
@@ -53,6 +54,7 @@ export * from './io.ts';
 export * from './kill.ts';
 export * from './memory.ts';
 export * from './pids.ts';
+export * from './sample.ts';
 export * from './tree.ts';
 
 export const PLUGIN_NAME = 'isolation-cgroup';
@@ -415,6 +417,8 @@ export default definePlugin<CgroupPluginOptions>({
         if (userBefore) scratch.userBefore = userBefore;
         ctx.scratch.set(PLUGIN_NAME, scratch);
         plan.wrappers.push(cgroupEntryWrapper(`${path}/cgroup.procs`));
+        // The job's usage while it runs, from this cgroup (or, without controllers, its processes).
+        plan.sampler = await cgroupSampler(path);
         // A killer resolves once every process of the job is dead (core/types.ts), so executors can
         // skip their own, costlier /proc scans.
         plan.killers.push(async function cgroupKill() {

@@ -11,6 +11,7 @@ import type { Logger, Principal } from '../../core/types.ts';
 import type { JobManager } from '../jobs.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Redactor } from '../public.ts';
+import type { UsageRecorder } from '../usage.ts';
 
 export type Env = {
   Bindings: { incoming: IncomingMessage };
@@ -32,6 +33,8 @@ export interface RouteDeps {
   version: string;
   /** Prometheus metrics of the server (HTTP requests, auth refusals, watchers); none in some tests. */
   metrics?: Metrics;
+  /** Usage samples of jobs (`/v1/jobs/{id}/usage`, the console's plots). */
+  usage?: UsageRecorder;
 }
 
 export const ErrorBody = z
