@@ -108,9 +108,48 @@ export function describeJob(job: JobRecord): string {
   return lines.map(([k, v]) => `${k.padEnd(10)}${v}`).join('\n') + '\n';
 }
 
-export async function status(id: string, opts: { json?: boolean }, ctx: CommandContext): Promise<number> {
-  const { job } = await withClient(ctx, (c) => c.json<{ job: JobRecord }>('GET', jobPath(id)));
-  await writeOut(ctx.io.stdout, opts.json ? `${JSON.stringify(job, null, 2)}\n` : describeJob(job));
+/** What `/v1/jobs/{id}/usage` answers (server/routes/usage.ts). */
+interface UsageReply {
+  live: boolean;
+  bucketMs: number;
+  series: Record<'cpu' | 'memory' | 'pids', { available: boolean; source?: string; reason?: string }>;
+  points: Array<{ t: number; cpuCores: number | null; memoryBytes: number | null; pids: number | null }>;
+}
+
+/** A job's usage over time: where each series comes from (or why it is missing), then one row a point. */
+export function describeUsage(u: UsageReply, tty: boolean): string {
+  const names = { cpu: 'cpu', memory: 'memory', pids: 'tasks' } as const;
+  const lines = Object.entries(names).map(([k, name]) => {
+    const s = u.series[k as keyof typeof names];
+    return `${name.padEnd(10)}${s.available ? s.source : `not measured: ${s.reason}`}`;
+  });
+  if (u.points.length === 0) return `${lines.join('\n')}\nno samples${u.live ? ' yet' : ''}\n`;
+  const cell = (n: number | null, f: (n: number) => string) => (n === null ? '-' : f(n));
+  const rows = u.points.map((p) => [
+    formatMs(p.t),
+    cell(p.cpuCores, (n) => n.toFixed(2)),
+    cell(p.memoryBytes, formatBytes),
+    cell(p.pids, String),
+  ]);
+  const head = `${lines.join('\n')}\n${u.points.length} points, each the peak of ${formatMs(u.bucketMs)}${u.live ? ' (still sampling)' : ''}\n`;
+  return head + formatTable(['TIME', 'CPU', 'MEMORY', 'TASKS'], rows, tty);
+}
+
+export async function status(
+  id: string,
+  opts: { json?: boolean; usage?: boolean },
+  ctx: CommandContext,
+): Promise<number> {
+  const { job, usage } = await withClient(ctx, async (c) => {
+    const { job } = await c.json<{ job: JobRecord }>('GET', jobPath(id));
+    return { job, usage: opts.usage ? await c.json<UsageReply>('GET', `${jobPath(job.id)}/usage`) : null };
+  });
+  if (opts.json) {
+    await writeOut(ctx.io.stdout, `${JSON.stringify(usage ? { job, usage } : job, null, 2)}\n`);
+  } else {
+    const tty = ctx.io.stdout.isTTY === true;
+    await writeOut(ctx.io.stdout, describeJob(job) + (usage ? `\n${describeUsage(usage, tty)}` : ''));
+  }
   return ExitCode.ok;
 }
 

@@ -6,7 +6,9 @@
  */
 import { existsSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { ErrorCode } from '../core/errors.ts';
+import { ErrorCode, JthError } from '../core/errors.ts';
+import { formatBytes, formatDuration } from '../core/units.ts';
+import { VERSION } from '../core/version.ts';
 import type { ConnectionFlags } from './connection.ts';
 import { CliError, ExitCode } from './exit.ts';
 import { defaultIo, type Io, reportError, useColor, writeOut } from './output.ts';
@@ -92,7 +94,7 @@ function withConnection(cmd: Command): Command {
 function buildProgram(io: Io, setCode: (code: number) => void): Command {
   const program = new Command('jth')
     .description('Jobber the Hut: run functions and scripts on a jth server')
-    .version('0.1.0', '-V, --version')
+    .version(VERSION, '-V, --version')
     .addHelpText(
       'after',
       '\nCommands that talk to a server take --server URL --cert FILE --key FILE --ca FILE --profile FILE\n' +
@@ -114,35 +116,63 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
 
   program
     .command('server')
-    .description('start the jth server')
+    .description('start the jth server (SIGHUP reloads TLS, log level and limits)')
     .option('--config <file>', 'config file (default: built-in defaults)')
     .option('--port <n>', 'listen port, overriding the config (0 = any free port)')
     .option('--host <addr>', 'listen address, overriding the config')
-    .action(async (opts: { config?: string; port?: string; host?: string }) => {
-      type ServerModule = typeof import('../server/mod.ts');
-      const port = opts.port === undefined ? undefined : Number(opts.port);
-      if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
-        throw new CliError(ErrorCode.BAD_REQUEST, `Invalid --port "${opts.port}"`, ExitCode.usage, {
-          hint: 'Use a port number from 0 to 65535',
-        });
-      }
-      const { startServer } = await loadPart<ServerModule>('server');
-      const server = await startServer({
-        closeInheritedFds: true,
-        ...(opts.config ? { configPath: opts.config } : {}),
-        ...(port !== undefined ? { port } : {}),
-        ...(opts.host ? { host: opts.host } : {}),
-      });
-      // The server logs its notes itself; only the address is repeated here for the person who started it.
-      io.stderr.write(`jth: listening on ${server.url}\n`);
-      const shutdown = () => {
-        process.off('SIGINT', shutdown);
-        process.off('SIGTERM', shutdown);
-        server.close().catch((err: unknown) => reportError(io, err));
-      };
-      process.on('SIGINT', shutdown);
-      process.on('SIGTERM', shutdown);
-      setCode(ExitCode.ok);
+    .option('--check-config', 'load and check the config, print what the server would run with, and exit')
+    .option('--json', 'with --check-config: JSON output')
+    .action(
+      async (opts: {
+        config?: string;
+        port?: string;
+        host?: string;
+        checkConfig?: boolean;
+        json?: boolean;
+      }) => {
+        type ServerModule = typeof import('../server/mod.ts');
+        const port = opts.port === undefined ? undefined : Number(opts.port);
+        if (port !== undefined && (!Number.isInteger(port) || port < 0 || port > 65535)) {
+          throw new CliError(ErrorCode.BAD_REQUEST, `Invalid --port "${opts.port}"`, ExitCode.usage, {
+            hint: 'Use a port number from 0 to 65535',
+          });
+        }
+        const where = {
+          ...(opts.config ? { configPath: opts.config } : {}),
+          ...(port !== undefined ? { port } : {}),
+          ...(opts.host ? { host: opts.host } : {}),
+        };
+        const m = await loadPart<ServerModule>('server');
+        if (opts.checkConfig) {
+          setCode(await checkConfig(io, () => m.checkConfig(where), opts.json === true));
+          return;
+        }
+        const server = await m.startServer({ closeInheritedFds: true, ...where });
+        // The server logs its notes itself; the addresses are repeated for the person who started it.
+        io.stderr.write(`jth: listening on ${server.url}\n`);
+        if (server.opsUrl) io.stderr.write(`jth: health and metrics on ${server.opsUrl}\n`);
+        if (server.devPki) io.stderr.write(devPkiLines(server.url, server.devPki));
+        const shutdown = () => {
+          process.off('SIGINT', shutdown);
+          process.off('SIGTERM', shutdown);
+          process.off('SIGHUP', reload);
+          server.close().catch((err: unknown) => reportError(io, err));
+        };
+        // The server logs what a reload applied and refused.
+        const reload = () => void server.reload();
+        process.on('SIGINT', shutdown);
+        process.on('SIGTERM', shutdown);
+        process.on('SIGHUP', reload);
+        setCode(ExitCode.ok);
+      },
+    );
+
+  withConnection(program.command('version'))
+    .description("print the client's version and the server's")
+    .option('--client', "only the client's version (no connection)")
+    .option('--json', 'JSON output')
+    .action(async (opts: { client?: boolean; json?: boolean }, cmd: Command) => {
+      setCode(await version(io, { ...opts, flags: flagsOf(cmd) }));
     });
 
   withConnection(program.command('invoke'))
@@ -181,6 +211,10 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
   withConnection(program.command('status'))
     .description('show one job')
     .argument('<id>')
+    .option(
+      '--usage',
+      'also its cpu, memory and tasks over time, as sampled while it ran (with --json: { job, usage })',
+    )
     .option('--json', 'JSON output')
     .action(async (id: string, opts, cmd: Command) => {
       const { status } = await import('./jobs.ts');
@@ -375,6 +409,108 @@ function buildProgram(io: Io, setCode: (code: number) => void): Command {
     });
 
   return program;
+}
+
+/** The lines that point the CLI at the dev certificates a first start made. */
+function devPkiLines(
+  url: string,
+  pki: { created: string[]; ca: string; clientCert: string; clientKey: string },
+) {
+  return [
+    `jth: created dev certificates (${pki.created.join(', ')}) in ${pki.ca.replace(/\/ca\.crt$/, '')}`,
+    'jth: point the CLI at this server (admin user "dev") with:',
+    `  export JTH_SERVER=${url}`,
+    `  export JTH_CA=${pki.ca}`,
+    `  export JTH_CERT=${pki.clientCert}`,
+    `  export JTH_KEY=${pki.clientKey}`,
+    '',
+  ].join('\n');
+}
+
+type ConfigCheck = import('../server/mod.ts').ConfigCheck;
+
+/** A URL with port 0 said as what it means. */
+const anyPort = (url: string) => (url.endsWith(':0') ? `${url}  (any free port)` : url);
+
+/** `jth server --check-config`: 0 and a summary when the config would start, 2 and the error otherwise. */
+async function checkConfig(io: Io, check: () => Promise<ConfigCheck>, json: boolean): Promise<number> {
+  let r: ConfigCheck;
+  try {
+    r = await check();
+  } catch (err) {
+    const e = err instanceof JthError ? err : null;
+    reportError(io, err);
+    if (json)
+      await writeOut(io.stdout, `${JSON.stringify({ ok: false, error: e?.toJSON() ?? String(err) })}\n`);
+    return ExitCode.usage;
+  }
+  if (json) {
+    await writeOut(io.stdout, `${JSON.stringify({ ok: true, ...r }, null, 2)}\n`);
+    return ExitCode.ok;
+  }
+  const l = r.limits;
+  const limits = (x: typeof l.max) =>
+    `cpu ${x.cpu}, memory ${formatBytes(x.memoryBytes)}, pids ${x.pids}, disk ${formatBytes(x.diskBytes)}, timeout ${formatDuration(x.timeoutMs)}`;
+  const lines = [
+    `config ${r.config}: OK`,
+    `  api          ${anyPort(r.url)}`,
+    `  ops          ${r.ops === false ? 'off' : `${anyPort(r.ops)}  (/healthz, /readyz, /metrics)`}`,
+    `  state dir    ${r.stateDir}`,
+    `  pki dir      ${r.pkiDir}  (${r.pki})`,
+    `  log level    ${r.logLevel}${r.logLevelFrom === 'JTH_LOG_LEVEL' ? '  (from JTH_LOG_LEVEL)' : ''}`,
+    `  plugins      ${r.plugins.join(', ')}`,
+    `  jobs         ${r.maxRunning} at once on this node; ${l.concurrency} per user, ${l.total} in all queued or running`,
+    `  defaults     ${limits(l.defaults)}`,
+    `  max          ${limits(l.max)}`,
+    ...Object.entries(l.users).map(
+      ([u, o]) => `  user ${u.padEnd(7)} ${limits(o.max)}; ${o.concurrency} at once`,
+    ),
+    ...r.notes.map((n) => `  note         ${n}`),
+  ];
+  await writeOut(io.stdout, `${lines.join('\n')}\n`);
+  return ExitCode.ok;
+}
+
+/** `jth version`: this CLI's version, then the server's (from `/v1/version`). */
+async function version(
+  io: Io,
+  opts: { client?: boolean; json?: boolean; flags: ConnectionFlags },
+): Promise<number> {
+  if (opts.client) {
+    await writeOut(io.stdout, opts.json ? `${JSON.stringify({ client: VERSION })}\n` : `client ${VERSION}\n`);
+    return ExitCode.ok;
+  }
+  const [{ ApiClient }, { resolveConnection }] = await Promise.all([
+    import('./client.ts'),
+    import('./connection.ts'),
+  ]);
+  let server: { version: string; api: string } | undefined;
+  let failure: unknown;
+  try {
+    const client = new ApiClient(resolveConnection(opts.flags, { env: io.env, cwd: io.cwd }));
+    try {
+      server = await client.json<{ version: string; api: string }>('GET', '/v1/version');
+    } finally {
+      client.close();
+    }
+  } catch (err) {
+    failure = err;
+  }
+  if (opts.json) {
+    const out = {
+      client: VERSION,
+      ...(server ? { server: server.version, api: server.api } : {}),
+      ...(failure ? { serverError: failure instanceof Error ? failure.message : String(failure) } : {}),
+    };
+    await writeOut(io.stdout, `${JSON.stringify(out)}\n`);
+  } else {
+    await writeOut(
+      io.stdout,
+      `client ${VERSION}\n${server ? `server ${server.version} (api ${server.api})\n` : ''}`,
+    );
+  }
+  // The client's version is printed either way; an unreachable server still fails the command.
+  return failure ? reportError(io, failure) : ExitCode.ok;
 }
 
 /**

@@ -180,6 +180,7 @@ export class JobRun {
   readonly #abort = new AbortController();
   readonly #undos: Undo[];
   readonly #scratch: JobScratch;
+  #plan: LaunchPlan | null = null;
   #tornDown = false;
   #lateUndos: Promise<unknown>[] = [];
   #lateErrors: unknown[] = [];
@@ -194,6 +195,11 @@ export class JobRun {
 
   get signal(): AbortSignal {
     return this.#abort.signal;
+  }
+
+  /** The job's launch plan, once isolation has begun (read-only use: e.g. its usage sampler). */
+  get plan(): Readonly<LaunchPlan> | null {
+    return this.#plan;
   }
 
   /**
@@ -272,6 +278,7 @@ export class JobRun {
       await this.#move('starting');
       const prestarted = this.#o.prestarted;
       plan = prestarted?.plan ?? createPlan(this.#o.jobDir);
+      this.#plan = plan;
       let t = performance.now();
       const isolatePlan = plan;
       await driver.hookSeq(

@@ -29,6 +29,11 @@ export interface PoolOptions {
   concurrency?: number;
   /** First delay after a failed prestart; it doubles up to a minute. @default 1000 */
   retryMs?: number;
+  /** Told of every take (a hit when a sandbox was ready) and every change of what is ready, e.g. for metrics. */
+  observe?: {
+    take?(shape: JobShape, hit: boolean): void;
+    ready?(ready: ReadonlyMap<JobShape, number>): void;
+  };
 }
 
 /** A shape's key: jobs and sandboxes match when their keys are equal. */
@@ -126,6 +131,7 @@ export class Pool {
     if (!this.#shapes.has(key) || this.#closed) return null;
     const list = this.#ready.get(key) ?? [];
     const sandbox = list.shift();
+    this.#o.observe?.take?.(shape, sandbox !== undefined);
     if (!sandbox) {
       this.#misses++;
       this.#fill();
@@ -133,6 +139,7 @@ export class Pool {
     }
     sandbox.gone = true;
     this.#hits++;
+    this.#changed();
     this.#fill();
     return { id: sandbox.id, plan: sandbox.plan, scratch: sandbox.scratch, undos: sandbox.undos };
   }
@@ -171,8 +178,17 @@ export class Pool {
     await Promise.allSettled([...this.#work]);
     const all = [...this.#ready.values()].flat();
     this.#ready.clear();
+    this.#changed();
     await Promise.all(all.map((s) => this.#teardown(s, 'pool closed')));
     this.#wake();
+  }
+
+  /** Tell the observer what is ready now, per shape. */
+  #changed(): void {
+    if (!this.#o.observe?.ready) return;
+    const ready = new Map<JobShape, number>();
+    for (const [key, s] of this.#shapes) ready.set(s.shape, this.#ready.get(key)?.length ?? 0);
+    this.#o.observe.ready(ready);
   }
 
   #wake(): void {
@@ -268,6 +284,7 @@ export class Pool {
     const list = this.#ready.get(key) ?? [];
     list.push(sandbox);
     this.#ready.set(key, list);
+    this.#changed();
   }
 
   /** A ready sandbox died while waiting (its runtime exited, say): drop it and make another. */
@@ -281,6 +298,7 @@ export class Pool {
       return;
     }
     list.splice(at, 1);
+    this.#changed();
     this.#o.log.warn({ sandbox: sandbox.id, reason }, 'A pre-started sandbox was lost while waiting');
     await this.#teardown(sandbox, reason);
     this.#fill();

@@ -312,6 +312,35 @@ export interface LaunchPlan {
   sandboxed: boolean;
   /** Facts the user should know about this job's isolation, e.g. "memory limit not enforced". */
   notes: string[];
+  /**
+   * Reads the job's usage while it runs, for the server's usage plots. Set by the isolation layer that
+   * accounts the job's processes (e.g. its cgroup); absent when none does.
+   */
+  sampler?: UsageSampler;
+}
+
+/** The usage series a sampler can measure. */
+export type UsageSeries = 'cpu' | 'memory' | 'pids';
+
+/** A job's usage at one moment. A field is absent when it cannot be measured. */
+export interface UsageSample {
+  /** CPU time of every process of the job so far, in microseconds. */
+  cpuUsec?: number;
+  /** Memory the job's processes use now, in bytes. */
+  memoryBytes?: number;
+  /** Tasks (processes and threads) of the job now. */
+  pids?: number;
+}
+
+/** Reads one job's usage; the server calls `read()` at a bounded rate while the job runs. */
+export interface UsageSampler {
+  /**
+   * Where each series comes from, in words (e.g. `cgroup memory.current`), or why it cannot be measured
+   * on this host. Fixed when the sampler is made.
+   */
+  readonly sources: Record<UsageSeries, { source: string } | { unavailable: string }>;
+  /** One sample. Throws once the job's accounting is gone (it ended). */
+  read(): Promise<UsageSample>;
 }
 
 /** Per-job state a plugin may keep across its own hooks, keyed by the plugin's name. */

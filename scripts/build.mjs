@@ -6,10 +6,11 @@
  * running from source). npm dependencies stay external. `bin/jth.mjs` uses the bundles when they are
  * newer than every source; the server loads `dist/plugins/<name>.mjs` for built-in plugins when it runs
  * from `dist/`. The public modules get declarations in `dist/types/` (tsconfig.types.json), so a plugin
- * project consumes plain JavaScript and `.d.ts`, whatever its own TypeScript settings.
+ * project consumes plain JavaScript and `.d.ts`, whatever its own TypeScript settings. The web console's
+ * browser script and stylesheet go to `dist/ui/`.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -76,6 +77,12 @@ try {
     outfile: 'dist/harness.mjs',
     logLevel: 'silent',
   });
+  // The web console's script and stylesheet, for browsers (served from dist/ui by a built server).
+  const { bundleConsole, CONSOLE_DIST } = await tsImport('../server/ui/assets.ts', import.meta.url);
+  const consoleFiles = await bundleConsole(root);
+  mkdirSync(`${root}${CONSOLE_DIST}`, { recursive: true });
+  writeFileSync(`${root}${CONSOLE_DIST}/console.js`, consoleFiles.script);
+  writeFileSync(`${root}${CONSOLE_DIST}/console.css`, consoleFiles.style);
   const tsc = join(dirname(createRequire(import.meta.url).resolve('typescript/package.json')), 'bin/tsc');
   const types = spawnSync(process.execPath, [tsc, '-p', 'tsconfig.types.json'], {
     cwd: root,
@@ -87,7 +94,7 @@ try {
     };
   }
   console.log(
-    `build: dist/ (${entryPoints.length + 1} entries, declarations) in ${Math.round(performance.now() - started)}ms`,
+    `build: dist/ (${entryPoints.length + 1} entries, console, declarations) in ${Math.round(performance.now() - started)}ms`,
   );
 } catch (err) {
   // No dist/ at all is safe: the CLI then loads the sources through tsx.

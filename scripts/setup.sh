@@ -16,6 +16,8 @@ if [ "${JTH_SETUP_VM:-0}" = 1 ]; then
   command -v cpio >/dev/null || want+=(cpio)
   # The test command only: the seccomp tests build a tiny static raw-syscall probe (no libc needed).
   command -v gcc >/dev/null || want+=(gcc)
+  # The test command only: the web console's suite drives Debian's Chromium (test/console.e2e.test.ts).
+  [ -x /usr/bin/chromium ] || want+=(chromium)
 fi
 if [ ${#want[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

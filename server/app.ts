@@ -8,7 +8,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import { OpenAPIHono } from '@hono/zod-openapi';
+import { OpenAPIHono, z } from '@hono/zod-openapi';
 import { HTTPException } from 'hono/http-exception';
 import { requestId } from 'hono/request-id';
 import { ErrorCode, JthError } from '../core/errors.ts';
@@ -17,7 +17,9 @@ import { artifactRoutes } from './routes/artifacts.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { metaRoutes } from './routes/meta.ts';
 import { outputRoutes } from './routes/output.ts';
-import type { Env, RouteDeps } from './routes/_shared.ts';
+import { COMMON_ERRORS, type Env, type RouteDeps } from './routes/_shared.ts';
+import { usageRoutes } from './routes/usage.ts';
+import { consoleApp, fetchMetadataGuard } from './ui/mod.ts';
 
 export type { Env, RouteDeps } from './routes/_shared.ts';
 
@@ -67,6 +69,12 @@ function asJthError(err: unknown): JthError {
         hint: 'Send Content-Type: application/json with a JSON object',
       });
     }
+    if (err.status === 415) {
+      return new JthError(ErrorCode.BAD_REQUEST, 'The request body must be sent as JSON', {
+        status: 415,
+        hint: 'Send Content-Type: application/json with a JSON object',
+      });
+    }
     return new JthError(ErrorCode.BAD_REQUEST, err.message || `HTTP ${err.status}`, { status: err.status });
   }
   return new JthError(ErrorCode.PLUGIN_ERROR, 'Internal error', { status: 500, cause: err });
@@ -75,7 +83,11 @@ function asJthError(err: unknown): JthError {
 /** The `/v1` routes, with their schemas; used by the server and by the OpenAPI document test. */
 export function createApp(d: RouteDeps): OpenAPIHono<Env> {
   const app = new OpenAPIHono<Env>();
+  // First, so it sees every answer, refusals by later middleware included.
+  if (d.metrics) app.use(d.metrics.http());
   app.use(requestId());
+  // A browser holding a client certificate presents it to any page's requests: refuse cross-site ones.
+  app.use('*', fetchMetadataGuard());
 
   app.use('*', async function authenticate(c, next) {
     const headers: Record<string, string> = {};
@@ -84,8 +96,17 @@ export function createApp(d: RouteDeps): OpenAPIHono<Env> {
     });
     const incoming = c.env?.incoming as IncomingMessage | undefined;
     const input = authInputFromSocket(incoming?.socket as TLSSocket | undefined, headers);
-    const found = await d.driver.hookFirst('authenticate', [input, { log: d.log }]);
+    let found: Awaited<ReturnType<typeof d.driver.hookFirst<'authenticate'>>>;
+    try {
+      found = await d.driver.hookFirst('authenticate', [input, { log: d.log }]);
+    } catch (err) {
+      const e = asJthError(err);
+      // The code, never the message: a message names a serial or a user.
+      d.metrics?.authRefused(e.code, e.status);
+      throw err;
+    }
     if (!found) {
+      d.metrics?.authRefused('no-certificate', 401);
       throw new JthError(ErrorCode.UNAUTHENTICATED, 'No client certificate was presented', {
         status: 401,
         hint: 'Pass --cert and --key (or set JTH_CERT and JTH_KEY) with a certificate from `jth pki client`',
@@ -126,12 +147,31 @@ export function createApp(d: RouteDeps): OpenAPIHono<Env> {
   outputRoutes(v1, d);
   artifactRoutes(v1, d);
   metaRoutes(v1, d);
+  usageRoutes(v1, d);
   app.route('/v1', v1);
+  app.route('/ui', consoleApp(d));
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'mtls', {
     type: 'mutualTLS',
     description: 'A client certificate issued by the server CA (`jth pki client`); identity in SAN URIs',
   } as never);
+  // The document describes its own route too, so every route of the app is in it.
+  app.openAPIRegistry.registerPath({
+    method: 'get',
+    path: '/v1/openapi.json',
+    summary: 'This API as an OpenAPI 3.1 document',
+    responses: {
+      200: {
+        description: 'The OpenAPI document',
+        content: {
+          'application/json': {
+            schema: z.looseObject({ openapi: z.string(), info: z.looseObject({}) }),
+          },
+        },
+      },
+      ...COMMON_ERRORS,
+    },
+  });
   app.doc31('/v1/openapi.json', {
     openapi: '3.1.0',
     info: {

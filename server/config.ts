@@ -121,8 +121,26 @@ export const configSchema = z
          * when one cannot run. @default true
          */
         probeRuntimes: z.boolean().default(true),
-        /** Log level for pino. @default 'info' */
+        /**
+         * Log level for pino; `JTH_LOG_LEVEL` overrides it. Reloaded on SIGHUP. @default 'info'
+         */
         logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+        /**
+         * The operators' plain-HTTP listener (`/healthz`, `/readyz`, `/metrics`), reachable without a
+         * client certificate, or `false` for none. Its port defaults to 9464, or to any free port when
+         * `port` is 0. @default { host: '127.0.0.1', port: 9464 }
+         */
+        ops: z
+          .union([
+            z.literal(false),
+            z
+              .object({
+                host: z.string().min(1).default('127.0.0.1'),
+                port: z.number().int().min(0).max(65535).optional(),
+              })
+              .strict(),
+          ])
+          .prefault({}),
       })
       .strict()
       .prefault({}),
@@ -143,6 +161,13 @@ export const configSchema = z
             z.object({ max: limitsInput.optional(), concurrency: z.number().int().positive().optional() }),
           )
           .prefault({}),
+      })
+      .strict()
+      .prefault({}),
+    metrics: z
+      .object({
+        /** Label job series with the user; turn off when users are many. @default true */
+        perUser: z.boolean().default(true),
       })
       .strict()
       .prefault({}),
@@ -244,6 +269,26 @@ export interface LoadedConfig {
         size: number;
         shapes?: Array<{ runtime: string; network: boolean; diskBytes?: number; size?: number }>;
       };
+  metrics: JthConfigParsed['metrics'];
+  /** The config file's absolute path (undefined with embedded defaults): SIGHUP reads it again. */
+  path: string | undefined;
+  /** The config as parsed, before paths were resolved: what a reload compares against. */
+  parsed: JthConfigParsed;
+}
+
+export type ResolvedLimits = LoadedConfig['limits'];
+
+/** The limits a parsed config sets, resolved against the seed's (per-user maxima default to `max`). */
+export function resolveLimits(input: JthConfigParsed['limits']): ResolvedLimits {
+  const max = toLimits(input.max, SEED_MAX);
+  const defaults = clampLimits(toLimits(input.defaults, SEED_DEFAULTS), max);
+  const users = Object.fromEntries(
+    Object.entries(input.users).map(([u, o]) => [
+      u,
+      { max: toLimits(o.max, max), concurrency: o.concurrency ?? input.concurrency },
+    ]),
+  );
+  return { defaults, max, concurrency: input.concurrency, total: input.total, users };
 }
 
 /** Read the raw config object from `file` (.json, .ts, .mts, .js, .mjs). */
@@ -423,11 +468,13 @@ export interface LoadConfigOptions {
   stateDir?: string;
 }
 
-/** Load and check a config. With no file, embedded defaults apply, relative to `cwd`. */
-export async function loadConfig(
+/**
+ * Read a config file and check it against the schema, without creating any plugin: what `loadConfig`
+ * starts with, and what a SIGHUP reload compares. With no file, the embedded defaults.
+ */
+export async function parseConfigFile(
   file: string | undefined,
-  options: LoadConfigOptions,
-): Promise<LoadedConfig> {
+): Promise<{ path: string | undefined; shown: string; parsed: JthConfigParsed }> {
   const abs = file ? path.resolve(file) : undefined;
   const shown = abs ? path.basename(abs) : '(embedded defaults)';
   if (abs && !existsSync(abs)) {
@@ -451,22 +498,21 @@ export async function loadConfig(
       },
     );
   }
-  const cfg = parsed.data;
+  return { path: abs, shown, parsed: parsed.data };
+}
+
+/** Load and check a config. With no file, embedded defaults apply, relative to `cwd`. */
+export async function loadConfig(
+  file: string | undefined,
+  options: LoadConfigOptions,
+): Promise<LoadedConfig> {
+  const { path: abs, shown, parsed: cfg } = await parseConfigFile(file);
   const dir = abs ? path.dirname(abs) : process.cwd();
   const stateDir = path.resolve(dir, options.stateDir ?? cfg.server.stateDir);
   const pkiDir = options.stateDir
     ? path.join(stateDir, 'pki')
     : path.resolve(dir, cfg.server.pkiDir ?? path.join(stateDir, 'pki'));
   const settings = { ...cfg.server, stateDir, pkiDir };
-
-  const max = toLimits(cfg.limits.max, SEED_MAX);
-  const defaults = clampLimits(toLimits(cfg.limits.defaults, SEED_DEFAULTS), max);
-  const users = Object.fromEntries(
-    Object.entries(cfg.limits.users).map(([u, o]) => [
-      u,
-      { max: toLimits(o.max, max), concurrency: o.concurrency ?? cfg.limits.concurrency },
-    ]),
-  );
 
   const entries = cfg.plugins ?? (await options.defaultPlugins?.({ stateDir, pkiDir })) ?? [];
   const created: Array<{ plugin: Plugin; origin: PluginOrigin }> = [];
@@ -502,7 +548,7 @@ export async function loadConfig(
     file: shown,
     dir,
     settings,
-    limits: { defaults, max, concurrency: cfg.limits.concurrency, total: cfg.limits.total, users },
+    limits: resolveLimits(cfg.limits),
     plugins: created.map((c) => c.plugin),
     allowUnsandboxed: cfg.allowUnsandboxed,
     pool:
@@ -521,6 +567,9 @@ export async function loadConfig(
                 }
               : {}),
           },
+    metrics: cfg.metrics,
+    path: abs,
+    parsed: cfg,
   };
 }
 

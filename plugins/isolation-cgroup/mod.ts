@@ -34,6 +34,7 @@ import type { BlockDevice } from './io.ts';
 import { killAll, killAndRemove, removeCgroup, terminateAll, waitEmpty } from './kill.ts';
 import { setMemoryLimit } from './memory.ts';
 import { setPidsMax } from './pids.ts';
+import { cgroupSampler } from './sample.ts';
 import {
   CONTROLLERS,
   ensureCgroup,
@@ -57,6 +58,7 @@ export * from './io.ts';
 export * from './kill.ts';
 export * from './memory.ts';
 export * from './pids.ts';
+export * from './sample.ts';
 export * from './tree.ts';
 
 export const PLUGIN_NAME = 'isolation-cgroup';
@@ -532,6 +534,7 @@ export default definePlugin<CgroupPluginOptions>({
           if (at >= 0) plan.killers.splice(at, 1);
           plan.killers.unshift(cgroupKiller(s.path));
           plan.terminators.unshift(cgroupTerminator(s.path));
+          plan.sampler = await cgroupSampler(s.path);
           if (precharged > 0) s.precharged = precharged;
           ctx.scratch.set(PLUGIN_NAME, s);
           return;
@@ -539,6 +542,8 @@ export default definePlugin<CgroupPluginOptions>({
         const s = await jobCgroup(ctx, r, 0);
         ctx.scratch.set(PLUGIN_NAME, s);
         plan.wrappers.push(cgroupEntryWrapper(`${s.path}/cgroup.procs`));
+        // The job's usage while it runs, from this cgroup (or, without controllers, its processes).
+        plan.sampler = await cgroupSampler(s.path);
         plan.killers.push(cgroupKiller(s.path));
         // The first step of a stop: SIGTERM to every process of the job, forked daemons included.
         plan.terminators.push(cgroupTerminator(s.path));

@@ -9,7 +9,9 @@ import { z } from '@hono/zod-openapi';
 import type { PluginDriver } from '../../core/driver.ts';
 import type { Logger, Principal } from '../../core/types.ts';
 import type { JobManager } from '../jobs.ts';
+import type { Metrics } from '../metrics.ts';
 import type { Redactor } from '../public.ts';
+import type { UsageRecorder } from '../usage.ts';
 
 export type Env = {
   Bindings: { incoming: IncomingMessage };
@@ -29,6 +31,10 @@ export interface RouteDeps {
   openArtifact?: (location: string) => Promise<ReadableStream<Uint8Array> | null>;
   /** The server's version, from package.json. */
   version: string;
+  /** Prometheus metrics of the server (HTTP requests, auth refusals, watchers); none in some tests. */
+  metrics?: Metrics;
+  /** Usage samples of jobs (`/v1/jobs/{id}/usage`, the console's plots). */
+  usage?: UsageRecorder;
 }
 
 export const ErrorBody = z

@@ -22,6 +22,37 @@ import {
 
 const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/;
 const SECRET_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
+/** Padded base64, as zod's `z.base64()` takes it; a regex so the document carries it as `pattern`. */
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+/** `isUserEnvName` as a pattern, for the document (record keys are not emitted from zod). */
+const ENV_NAME_PATTERN = '^(?![Jj][Tt][Hh]_)[A-Za-z_][A-Za-z0-9_]{0,127}$';
+const base64 = () => z.string().regex(BASE64, 'must be base64 (padded, standard alphabet)');
+
+/**
+ * Facts zod checks in a refine or on record keys, which the document cannot learn from zod: they are
+ * passed as schema keywords beside the zod code that checks them (as variables: the metadata type
+ * knows no `propertyNames`).
+ */
+const FILES_DOC = {
+  description: 'Source files by relative path, base64 (runtimes that take source)',
+  propertyNames: { minLength: 1, maxLength: 1024 },
+};
+const LABELS_DOC = { propertyNames: { pattern: LABEL_KEY.source }, maxProperties: 32 };
+const ENV_DOC = { propertyNames: { pattern: ENV_NAME_PATTERN }, maxProperties: 256 };
+
+/**
+ * A whole number in a query string. `z.coerce` would make the document say `integer | null` (null
+ * coerces to 0) and lose its bounds when the type is overridden, so the bounds are given to both.
+ */
+function queryInt(min: number, max: number, description?: string) {
+  return z.coerce
+    .number()
+    .int()
+    .min(min)
+    .max(max)
+    .optional()
+    .openapi({ type: 'integer', minimum: min, maximum: max, ...(description ? { description } : {}) });
+}
 
 export const CreateJobBody = z
   .object({
@@ -30,20 +61,17 @@ export const CreateJobBody = z
       .min(1, 'is empty: upload the bundled module')
       .optional()
       .openapi({ description: 'One bundled ES module (runtimes that take a bundle). Give this or `files`.' }),
-    files: z
-      .record(z.string().min(1).max(1024), z.base64())
-      .optional()
-      .openapi({ description: 'Source files by relative path, base64 (runtimes that take source)' }),
+    files: z.record(z.string().min(1).max(1024), base64()).optional().openapi(FILES_DOC),
     entry: z.string().min(1).max(1024).optional().openapi({ description: 'The entry among `files`' }),
     runtime: z
       .string()
       .regex(/^[a-z0-9-]{1,32}$/, 'must be a runtime name such as node or deno')
       .optional(),
-    data: z.base64().optional().openapi({ description: "Input: a script's stdin, or a function's argument" }),
+    data: base64().optional().openapi({ description: "Input: a script's stdin, or a function's argument" }),
     request: z
       .object({
         method: z.string().regex(/^[A-Z]{1,16}$/, 'must be an upper-case HTTP method'),
-        path: z.string().startsWith('/').max(8192),
+        path: z.string().regex(/^\//, 'must start with "/"').max(8192),
         headers: z.record(z.string(), z.string()).optional(),
       })
       .strict()
@@ -77,7 +105,8 @@ export const CreateJobBody = z
         z.string().max(256),
       )
       .refine((l) => Object.keys(l).length <= 32, 'has more than 32 labels')
-      .optional(),
+      .optional()
+      .openapi(LABELS_DOC),
     env: z
       .record(
         z
@@ -86,7 +115,8 @@ export const CreateJobBody = z
         z.string().max(32 * 1024),
       )
       .refine((e) => Object.keys(e).length <= 256, 'has more than 256 variables')
-      .optional(),
+      .optional()
+      .openapi(ENV_DOC),
     secrets: z
       .array(z.string().regex(SECRET_NAME, 'must be a secret name ([A-Za-z_][A-Za-z0-9_]*)'))
       .max(64)
@@ -100,13 +130,14 @@ export const CreateJobBody = z
     message: 'needs exactly one of "bundle" (a bundled module) or "files" (source files)',
     path: ['bundle'],
   })
-  .openapi('CreateJob');
+  // The refine above, as the document says it.
+  .openapi('CreateJob', { oneOf: [{ required: ['bundle'] }, { required: ['files'] }] });
 
 const JobBody = z.object({ job: JobRecordSchema }).openapi('JobEnvelope');
 
 const ListQuery = z.object({
   all: z.enum(['0', '1']).optional().openapi({ description: "Admins: every user's jobs" }),
-  limit: z.coerce.number().int().min(1).max(1000).optional(),
+  limit: queryInt(1, 1000),
   state: z
     .string()
     .optional()
@@ -120,13 +151,7 @@ const ListQuery = z.object({
 });
 
 const StopQuery = z.object({
-  grace: z.coerce
-    .number()
-    .int()
-    .min(0)
-    .max(600_000)
-    .optional()
-    .openapi({ description: "Milliseconds between SIGTERM and SIGKILL (default: the job's, else 5000)" }),
+  grace: queryInt(0, 600_000, "Milliseconds between SIGTERM and SIGKILL (default: the job's, else 5000)"),
 });
 
 function parseStates(text: string | undefined): CoreJobState[] | undefined {
@@ -185,6 +210,7 @@ export function jobRoutes(app: OpenAPIHono<Env>, d: RouteDeps): void {
         201: { description: 'Queued', content: { 'application/json': { schema: JobBody } } },
         400: errorResponse('The request is malformed, or asks for more than the user may'),
         413: errorResponse('The upload is over the server body limit'),
+        415: errorResponse('The body is not sent as application/json'),
         429: errorResponse('The user has as many jobs queued or running as allowed'),
         503: errorResponse('The server is full or shutting down'),
         ...COMMON_ERRORS,

@@ -67,10 +67,12 @@ export function outputRoutes(app: OpenAPIHono<Env>, d: RouteDeps): void {
         );
       }
       watchers.set(user, open + 1);
+      d.metrics?.watchers(1);
       let released = false;
       const release = () => {
         if (released) return;
         released = true;
+        d.metrics?.watchers(-1);
         const n = (watchers.get(user) ?? 1) - 1;
         if (n > 0) watchers.set(user, n);
         else watchers.delete(user);

@@ -10,6 +10,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { TERMINAL_STATES } from '../../core/lifecycle.ts';
 import { decodeFiles, decodeSpec, encodeFiles, encodeSpec } from './_codec.ts';
+import { sqliteUsageStore, USAGE_MIGRATION } from './sqlite-usage.ts';
 import type { Admission, ClaimedJob, JobInput, JobRecord, JobStore, ListFilter } from './types.ts';
 
 const UNFINISHED = "('queued', 'starting', 'running')";
@@ -46,6 +47,7 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
      PRIMARY KEY (id, key)
    );
    CREATE INDEX job_labels_kv ON job_labels(key, value);`,
+  USAGE_MIGRATION,
 ];
 
 /** Apply the migrations `db` has not had yet, each in its own transaction. Returns the new version. */
@@ -198,6 +200,7 @@ export function openSqliteStore(stateDir: string): JobStore {
 
   return {
     kind: 'sqlite',
+    usage: sqliteUsageStore(db),
     async admit(job, bounds) {
       return admit.immediate(job, bounds.perUser, bounds.total);
     },

@@ -95,9 +95,31 @@ export interface ListFilter {
   limit?: number;
 }
 
+/** A job's usage samples as a store keeps them: packed points (see `server/usage.ts`) and their meaning. */
+export interface StoredUsage {
+  /** When sampling began, in ms since the epoch; each point's time is an offset from it. */
+  startedAt: number;
+  /** How many ms of the job each point covers (it doubles each time long jobs' points are halved). */
+  bucketMs: number;
+  /** The packing of `points`, so an older row still reads after the format changes. */
+  format: number;
+  /** Where each series came from, or why it could not be measured (JSON). */
+  sources: Record<string, unknown>;
+  points: Uint8Array;
+}
+
+/** Usage samples of jobs, removed with the job's record. */
+export interface UsageStore {
+  /** Replace the job's samples (each flush writes them whole). A job the store does not hold is ignored. */
+  put(id: string, usage: StoredUsage): Promise<void>;
+  get(id: string): Promise<StoredUsage | null>;
+}
+
 export interface JobStore {
   /** The backend's name, for logs and `/readyz`. */
   readonly kind: string;
+  /** Usage samples; a backend without them keeps usage only while the job runs on its node. */
+  readonly usage?: UsageStore;
   /**
    * Insert the job as `queued` with its input, in one transaction with the check that the user has fewer
    * than `bounds.perUser` unfinished jobs and everyone fewer than `bounds.total`. Nothing is written
