@@ -563,11 +563,15 @@ export class JobManager {
     return { state, endedAt: iso(Date.now()), result };
   }
 
-  /** Give a job that ended without running a log holding only its end frame, so watchers finish too. */
+  /**
+   * Give a job that ended without running a log holding only its end frame, so watchers finish too, and
+   * tell the listeners it ended (metrics count every ending, not only those of jobs that ran).
+   */
   async #seal(rec: JobRecord): Promise<JobRecord> {
     await sealLog(this.logPath(rec.id), this.#redactor.record(rec)).catch((err) =>
       this.#log.warn({ err, jobId: rec.id }, 'Cannot seal the log of a job that never ran'),
     );
+    if (rec.result) this.events.emit('ended', rec, rec.result);
     return rec;
   }
 
@@ -721,9 +725,7 @@ export class JobManager {
         endedAt: iso(Date.now()),
         result,
       });
-      await sealLog(this.logPath(rec.id), this.#redactor.record(next ?? rec)).catch((err) =>
-        this.#log.warn({ err, jobId: rec.id }, 'Could not seal the log of an orphaned job'),
-      );
+      await this.#seal(next ?? { ...rec, state: 'infra-error', result });
     }
     await this.#sweepJobDirs();
     if (orphaned.size)
