@@ -308,6 +308,11 @@ export interface LaunchPlan {
    * of a stop, before the grace period and the killers. Resolves once the signal is sent.
    */
   terminators: Array<() => Promise<void>>;
+  /**
+   * Set by the executor once one of the `killers` saw every process of the job die (after its exit):
+   * teardown steps may then skip costlier checks of their own, such as a scan of /proc for the job's uid.
+   */
+  reaped?: boolean;
   /** Whether the job will run in a sandbox with its own root (paths are then sandbox paths). */
   sandboxed: boolean;
   /** Facts the user should know about this job's isolation, e.g. "memory limit not enforced". */

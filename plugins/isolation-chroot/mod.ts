@@ -187,6 +187,8 @@ interface Scratch {
   uid?: number;
   work?: string;
   etcDir?: string;
+  /** The plan of the sandbox: its `reaped` says whether a killer already saw every process die. */
+  plan?: LaunchPlan;
 }
 
 /** The job-visible layout of every sandbox. */
@@ -285,7 +287,10 @@ function shareAppWithJob(app: string, uid: number): void {
  * Make sure no process of the job's uid outlives the job. Normally none does (the pid namespace dies
  * with bwrap); one that survives the grace is SIGKILLed and reported, since it means a sandbox leak.
  */
-async function reapUid(uid: number, log: Logger): Promise<void> {
+async function reapUid(uid: number, log: Logger, plan?: LaunchPlan): Promise<void> {
+  // A killer already saw every process of the job die (its cgroup is empty, and no process can leave
+  // it): no /proc scan for the uid is needed.
+  if (plan?.reaped) return;
   if (!(await settleUid(uid)).length) return;
   const killed = await killUid(uid);
   if (killed.length) log.warn({ uid, pids: killed }, 'Killed processes of the job uid left after the job');
@@ -299,7 +304,7 @@ async function reapUid(uid: number, log: Logger): Promise<void> {
 async function unmountWork(s: Scratch, log: Logger): Promise<void> {
   if (s.work === undefined) return;
   // A process still holding the tmpfs would force a lazy unmount: reap the uid's first.
-  if (s.uid !== undefined) await reapUid(s.uid, log);
+  if (s.uid !== undefined) await reapUid(s.uid, log, s.plan);
   await unmountTmpfs(s.work, log);
   s.work = undefined;
 }
@@ -312,7 +317,7 @@ function removeEtc(s: Scratch): void {
 
 async function freeUid(s: Scratch, log: Logger): Promise<void> {
   if (s.uid === undefined) return;
-  await reapUid(s.uid, log);
+  await reapUid(s.uid, log, s.plan);
   releaseUid(s.uid);
   s.uid = undefined;
 }
@@ -369,7 +374,7 @@ export default definePlugin<IsolationChrootOptions>({
     }): Promise<void> {
       const { plan, log } = c;
       if (c.network && !opts.network) throw networkRefused(c.hook);
-      const s: Scratch = {};
+      const s: Scratch = { plan };
       c.scratch.set(NAME, s);
 
       // No /proc scan per job: other servers' uids are reserved host-wide, the host's users are known.

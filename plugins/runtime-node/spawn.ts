@@ -461,7 +461,8 @@ export async function superviseJob(
   } finally {
     ctx.signal.removeEventListener('abort', onAbort);
     const killerWorked = await killAll(ctx, pgid);
-    if (!killerWorked) await sweepJobProcesses(job.id);
+    if (killerWorked) plan.reaped = true;
+    else await sweepJobProcesses(job.id);
     // A killer that worked has seen every process of the job die; only without one scan /proc.
     if (pgid !== undefined && !killerWorked && !(await waitGroupGone(pgid))) {
       ctx.log.warn({ jobId: job.id, pgid }, 'job processes were still alive 2 s after SIGKILL');
