@@ -21,6 +21,10 @@ import {
 } from './_shared.ts';
 
 const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/;
+const STATE_NAME =
+  'active|ended|queued|starting|running|succeeded|failed|signalled|oom-killed|pids-exhausted|timed-out|stopped|infra-error';
+const STATES_FILTER = new RegExp(`^(${STATE_NAME})(,(${STATE_NAME}))*$`);
+const LABEL_FILTER = /^[^=]+=[^]*$/;
 const SECRET_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 /** Padded base64, as zod's `z.base64()` takes it; a regex so the document carries it as `pattern`. */
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
@@ -138,14 +142,19 @@ const JobBody = z.object({ job: JobRecordSchema }).openapi('JobEnvelope');
 const ListQuery = z.object({
   all: z.enum(['0', '1']).optional().openapi({ description: "Admins: every user's jobs" }),
   limit: queryInt(1, 1000),
+  // The document says exactly what is accepted, so a request valid by it is never refused.
   state: z
     .string()
+    .regex(STATES_FILTER, 'must be states separated by commas (or active, ended)')
     .optional()
     .openapi({ description: 'Comma-separated states, or `active` (queued, starting, running) / `ended`' }),
   runtime: z.string().max(32).optional(),
   name: z.string().max(128).optional(),
   label: z
-    .union([z.string(), z.array(z.string())])
+    .union([
+      z.string().regex(LABEL_FILTER, 'must be key=value'),
+      z.array(z.string().regex(LABEL_FILTER, 'must be key=value')),
+    ])
     .optional()
     .openapi({ description: 'k=v, repeatable: jobs carrying every one of these labels' }),
 });
