@@ -65,13 +65,21 @@ describe('health and readiness', () => {
     const live = await fetch(`${ops}/healthz`);
     expect(live.status).toBe(200);
     expect(await live.json()).toMatchObject({ status: 'ok' });
-    const ready = await fetch(`${ops}/readyz`);
+    // Not ready until the pool of pre-started sandboxes is filled the first time; then ready.
+    let ready = await fetch(`${ops}/readyz`);
+    for (let i = 0; i < 300 && ready.status !== 200; i++) {
+      const body = (await ready.json()) as { checks: Array<{ name: string; ok: boolean; detail?: string }> };
+      expect(body.checks.filter((c) => !c.ok).map((c) => c.name)).toEqual(['pool']);
+      await new Promise((r) => setTimeout(r, 100));
+      ready = await fetch(`${ops}/readyz`);
+    }
     expect(ready.status).toBe(200);
     const body = (await ready.json()) as { ready: boolean; checks: Array<{ name: string; ok: boolean }> };
     expect(body.ready).toBe(true);
     expect(body.checks.map((c: { name: string; ok: boolean }) => [c.name, c.ok])).toEqual([
       ['server', true],
       ['store', true],
+      ['pool', true],
     ]);
   });
 });

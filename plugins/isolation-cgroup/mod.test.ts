@@ -232,6 +232,7 @@ describe('pure parts', () => {
       tree: 'nested',
       enforceLimits: true,
       userTotals: { cpu: 2, memoryBytes: 8 * 1024 ** 3, pids: 512 },
+      pool: { cpu: 1, memoryBytes: 256 * 1024 ** 2, pids: 64 },
     });
     const bad = await definition.options!['~standard'].validate({ tree: 'deep' });
     expect(bad.issues?.length).toBeGreaterThan(0);
