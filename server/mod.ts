@@ -144,6 +144,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       headersTimeoutMs: settings.headersTimeout,
       handshakeTimeoutMs: settings.handshakeTimeout,
       maxConnectionsPerAddress: settings.maxConnectionsPerAddress,
+      bodyLimitBytes: settings.bodyLimit,
       log,
     });
     const boundPort = await listener.listen(options.port ?? settings.port, host);
