@@ -87,7 +87,12 @@ async function captureClientHello(): Promise<Buffer> {
   await new Promise<void>((r) => catcher.listen(0, '127.0.0.1', r));
   const { port: p } = catcher.address() as net.AddressInfo;
   const got = new Promise<Buffer>((resolve) =>
-    catcher.once('connection', (s) => s.once('data', (d: Buffer) => (resolve(d), s.destroy()))),
+    catcher.once('connection', (s) =>
+      s.once('data', (d: Buffer) => {
+        resolve(d);
+        s.destroy();
+      }),
+    ),
   );
   const client = tls.connect({ host: '127.0.0.1', port: p, ca: who.ca, minVersion: 'TLSv1.3' });
   client.on('error', () => {});
