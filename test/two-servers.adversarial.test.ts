@@ -74,7 +74,7 @@ describe('one server per state dir', () => {
     const who = await identity(path.join(dir, 'pki'), 'tess');
     const id = await submit(first.url, who, {
       bundle: await bundleSource(
-        'for (let i = 0; i < 30; i++) { console.log(`tick ${i}`); await new Promise((r) => setTimeout(r, 100)); }',
+        'for (let i = 0; i < 30; i++) { console.log("tick " + i); await new Promise((r) => setTimeout(r, 100)); }',
       ),
     });
     for (let i = 0; i < 200; i++) {
