@@ -16,7 +16,6 @@ import { revoke } from '../plugins/auth-mtls/pki.ts';
 import { probeHost } from '../server/host.ts';
 import {
   bundleSource,
-  call,
   type Identity,
   startTestServer,
   type TestServer,
@@ -204,7 +203,7 @@ describe('what a tenant is told', () => {
             const req = request(
               new URL(`/v1/jobs/${id}/output`, url),
               { cert: who.cert, key: who.key, ca: who.ca, minVersion: 'TLSv1.3', agent: false },
-              (res) => resolve(() => req.destroy()),
+              () => resolve(() => req.destroy()),
             );
             req.on('error', () => {});
             req.on('socket', (s) => s.on('error', () => {}));
