@@ -27,6 +27,7 @@ import { lockStateDir } from './lock.ts';
 import { createLogger } from './log.ts';
 import { probeRuntimes } from './probe.ts';
 import { Redactor } from './public.ts';
+import { retainOutput } from './retention.ts';
 import { openStore } from './store/mod.ts';
 
 export interface StartOptions {
@@ -180,6 +181,13 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     const logGc = setInterval(() => void jobs.gcLogs(settings.logRetention).catch(() => {}), 3_600_000);
     logGc.unref();
     undo.push(() => clearInterval(logGc));
+    const retention = retainOutput({
+      jobs,
+      logsDir: statePaths(settings.stateDir).logs,
+      quotaBytes: settings.outputQuota,
+      log,
+    });
+    undo.push(() => retention.close());
     for (const plugin of driver.plugins) {
       try {
         await plugin.start?.({
@@ -231,6 +239,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
         closing ??= (async () => {
           await listener.close();
           await jobs.stopAll('server shutdown', { graceMs: settings.shutdownGrace });
+          await retention.close();
           // Plugins close in reverse, then the store, then the lock: the undo stack minus the listener.
           for (const p of [...driver.plugins].reverse()) {
             await Promise.resolve(p.close?.()).catch((err) =>
