@@ -2,9 +2,10 @@
  * @module
  * The mutual-TLS listener. It binds before the server does anything else (so a second server fails on
  * the port before it reconciles anything) and answers 503 until the server is ready. It bounds what a
- * slow or hostile client can hold: a TLS handshake must finish within `handshakeTimeout`, request headers
- * within `headersTimeout` (swept every second, not Node's default 30 s), and one client address (an IPv6
- * client: its /64) may hold at most `maxConnectionsPerAddress` connections at once.
+ * slow or hostile client can hold: a TLS handshake must finish within `handshakeTimeout`, the first
+ * request's headers within `headersTimeout` of it (later ones within `headersTimeout` of their first
+ * byte, swept every second, not Node's default 30 s), and one client address (an IPv6 client: its /64)
+ * may hold at most `maxConnectionsPerAddress` connections at once.
  *
  * An upload says its size before it is sent: every answer carries the body limit (`x-jth-body-limit`),
  * and a request with `Expect: 100-continue` whose Content-Length is over it gets its 413 before a byte of
@@ -106,13 +107,32 @@ export function createListener(o: ListenerOptions): Listener {
       handshakeTimeout: o.handshakeTimeoutMs,
     },
     (req, res) => {
+      firstRequestCame(req.socket);
       res.setHeader(BODY_LIMIT_HEADER, String(o.bodyLimitBytes));
       handler(req, res);
     },
   );
+  // Node times request headers from their first byte only: a client that finishes the handshake and
+  // then says nothing would hold its connection for ever. Its first request's headers must be complete
+  // within headersTimeout of the handshake; later requests of a kept-alive connection are bounded by
+  // keepAliveTimeout (idle) and Node's own header timeout.
+  const awaitingFirst = new WeakMap<Socket, NodeJS.Timeout>();
+  server.on('secureConnection', (socket: Socket) => {
+    const timer = setTimeout(() => socket.destroy(), o.headersTimeoutMs);
+    timer.unref();
+    awaitingFirst.set(socket, timer);
+    socket.once('close', () => clearTimeout(timer));
+  });
+  function firstRequestCame(socket: Socket): void {
+    const timer = awaitingFirst.get(socket);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    awaitingFirst.delete(socket);
+  }
   // With a listener here, Node leaves `Expect: 100-continue` to us: refuse an over-limit upload at once,
   // before the client sends it, else let it come.
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    firstRequestCame(req.socket);
     res.setHeader(BODY_LIMIT_HEADER, String(o.bodyLimitBytes));
     const declared = Number(req.headers['content-length']);
     if (Number.isFinite(declared) && declared > o.bodyLimitBytes) {

@@ -55,18 +55,27 @@ afterAll(async () => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** When each test socket connected (raw TCP) or finished its handshake (TLS): what bounds count from. */
+const since = new WeakMap<net.Socket, number>();
+
 /** A raw TCP connection from `localAddress`; resolves once connected. */
 function rawConnect(localAddress: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: '127.0.0.1', port, localAddress });
-    s.once('connect', () => resolve(s));
+    s.once('connect', () => {
+      since.set(s, performance.now());
+      resolve(s);
+    });
     s.once('error', reject);
   });
 }
 
-/** Milliseconds from now until `socket` is closed by the peer (or `capMs`, then it is destroyed). */
+/**
+ * Milliseconds from the socket's connect (or handshake) until the peer closed it; Infinity when it was
+ * still open after `capMs`, and then it is destroyed.
+ */
 function closedAfter(socket: net.Socket, capMs: number): Promise<number> {
-  const t0 = performance.now();
+  const t0 = since.get(socket) ?? performance.now();
   return new Promise((resolve) => {
     if (socket.destroyed) return resolve(0);
     const timer = setTimeout(() => {
@@ -186,43 +195,69 @@ describe('slow and hostile clients', () => {
         }
       }
     }, 200);
-    // Slow headers: a completed mutual-TLS handshake, then a request whose headers never end.
-    const slow = await Promise.all(
-      Array.from(
-        { length: N },
-        () =>
-          new Promise<tls.TLSSocket>((resolve, reject) => {
-            const s = tls.connect({
-              socket: net.connect({ host: '127.0.0.1', port, localAddress: '127.0.0.4' }),
-              cert: who.cert,
-              key: who.key,
-              ca: who.ca,
-              minVersion: 'TLSv1.3',
+    // A completed mutual-TLS handshake, then request headers that never end (from .4), or nothing at all
+    // (from .7). Bounds count from the handshake.
+    const handshaken = (localAddress: string) =>
+      Promise.all(
+        Array.from(
+          { length: N },
+          () =>
+            new Promise<tls.TLSSocket>((resolve, reject) => {
+              const s = tls.connect({
+                socket: net.connect({ host: '127.0.0.1', port, localAddress }),
+                cert: who.cert,
+                key: who.key,
+                ca: who.ca,
+                minVersion: 'TLSv1.3',
+              });
+              s.once('secureConnect', () => {
+                since.set(s, performance.now());
+                resolve(s);
+              });
+              s.once('error', reject);
+            }),
+        ),
+      );
+    const slow = await handshaken('127.0.0.4');
+    for (const s of slow) s.write('GET /v1/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+    const slowClosed = slow.map((s) => closedAfter(s, cap));
+    const silent = await handshaken('127.0.0.7');
+    const silentClosed = silent.map((s) => closedAfter(s, cap));
+    // A kept-alive connection (from .8) whose second request's headers never end.
+    const kept = (await handshaken('127.0.0.8')).slice(0, 10);
+    await Promise.all(
+      kept.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            s.once('data', () => {
+              since.set(s, performance.now());
+              s.write('GET /v1/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+              resolve();
             });
-            s.once('secureConnect', () => resolve(s));
-            s.once('error', reject);
+            s.write('GET /v1/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
           }),
       ),
     );
-    for (const s of slow) s.write('GET /v1/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n');
-    const slowClosed = slow.map((s) => closedAfter(s, cap));
+    slowClosed.push(...kept.map((s) => closedAfter(s, cap)));
     const headerDrip = setInterval(() => {
-      for (const s of slow) if (!s.destroyed) s.write('x');
+      for (const s of [...slow, ...kept]) if (!s.destroyed) s.write('x');
     }, 200);
 
-    const all = Promise.all([...idleClosed, ...trickleClosed, ...slowClosed]);
+    const all = Promise.all([...idleClosed, ...trickleClosed, ...slowClosed, ...silentClosed]);
     const during = await probeWhile(all, 50);
     clearInterval(drip);
     clearInterval(headerDrip);
-    const [idleMs, trickleMs, slowMs] = [
+    const [idleMs, trickleMs, slowMs, silentMs] = [
       await Promise.all(idleClosed),
       await Promise.all(trickleClosed),
       await Promise.all(slowClosed),
+      await Promise.all(silentClosed),
     ];
     const report = {
       idle: [Math.min(...idleMs), Math.max(...idleMs)],
       trickle: [Math.min(...trickleMs), Math.max(...trickleMs)],
       headers: [Math.min(...slowMs), Math.max(...slowMs)],
+      silent: [Math.min(...silentMs), Math.max(...silentMs)],
       baselineMs: median(baseline),
       duringMs: median(during),
       duringMax: Math.max(...during),
@@ -235,7 +270,7 @@ describe('slow and hostile clients', () => {
       expect(ms).toBeGreaterThan(HANDSHAKE_MS - 300);
       expect(ms).toBeLessThan(HANDSHAKE_MS + MARGIN_MS);
     }
-    for (const ms of slowMs) {
+    for (const ms of [...slowMs, ...silentMs]) {
       expect(ms).toBeGreaterThan(HEADERS_MS - 300);
       expect(ms).toBeLessThan(HEADERS_MS + SWEEP_MS + MARGIN_MS);
     }
