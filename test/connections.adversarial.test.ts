@@ -263,22 +263,24 @@ describe('slow and hostile clients', () => {
       duringMax: Math.max(...during),
       probes: during.length,
     };
-    console.info('connection bounds (ms):', JSON.stringify(report));
+    const shown = `connection bounds (ms): ${JSON.stringify(report)}`;
+    console.info(shown);
 
     // Each is cut by its own bound: not before it, and not long after it.
     for (const ms of [...idleMs, ...trickleMs]) {
-      expect(ms).toBeGreaterThan(HANDSHAKE_MS - 300);
-      expect(ms).toBeLessThan(HANDSHAKE_MS + MARGIN_MS);
+      expect(ms, shown).toBeGreaterThan(HANDSHAKE_MS - 300);
+      expect(ms, shown).toBeLessThan(HANDSHAKE_MS + MARGIN_MS);
     }
     for (const ms of [...slowMs, ...silentMs]) {
-      expect(ms).toBeGreaterThan(HEADERS_MS - 300);
-      expect(ms).toBeLessThan(HEADERS_MS + SWEEP_MS + MARGIN_MS);
+      expect(ms, shown).toBeGreaterThan(HEADERS_MS - 300);
+      expect(ms, shown).toBeLessThan(HEADERS_MS + SWEEP_MS + MARGIN_MS);
     }
     // The trickled ClientHellos were still being sent when they were cut.
     for (const s of trickled) expect((s as net.Socket & { sent?: number }).sent).toBeLessThan(hello.length);
     // A normal client was served the whole time, about as fast as before (generous: a loaded machine).
-    expect(during.length).toBeGreaterThan(5);
-    expect(median(during)).toBeLessThan(Math.max(5 * median(baseline), median(baseline) + 150));
+    // (Idle sockets cost the server little: this guards against a bound that would busy the server.)
+    expect(during.length, shown).toBeGreaterThan(5);
+    expect(median(during), shown).toBeLessThan(Math.max(5 * median(baseline), median(baseline) + 500));
   }, 40_000);
 
   it(`refuses a client address its ${PER_ADDRESS + 1}th connection, and serves other addresses`, async () => {
