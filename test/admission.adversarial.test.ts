@@ -27,9 +27,10 @@ let t: TestServer;
 let url: string;
 let long: string;
 let short: string;
-const cfgDir = mkdtempSync(path.join(tmpdir(), 'jth-admit-'));
+let cfgDir: string;
 
 beforeAll(async () => {
+  cfgDir = mkdtempSync(path.join(tmpdir(), 'jth-admit-'));
   const configPath = path.join(cfgDir, 'jth.config.json');
   writeFileSync(
     configPath,
@@ -47,7 +48,7 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(async () => {
   await t?.close();
-  rmSync(cfgDir, { recursive: true, force: true });
+  if (cfgDir) rmSync(cfgDir, { recursive: true, force: true });
 });
 
 const post = (who: Identity, bundle: string, agent?: Agent): Promise<Reply> =>

@@ -29,9 +29,10 @@ const PER_ADDRESS = 64;
 let t: TestServer;
 let who: Identity;
 let port: number;
-const cfgDir = mkdtempSync(path.join(tmpdir(), 'jth-conn-'));
+let cfgDir: string;
 
 beforeAll(async () => {
+  cfgDir = mkdtempSync(path.join(tmpdir(), 'jth-conn-'));
   const configPath = path.join(cfgDir, 'jth.config.json');
   writeFileSync(
     configPath,
@@ -50,7 +51,7 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(async () => {
   await t?.close();
-  rmSync(cfgDir, { recursive: true, force: true });
+  if (cfgDir) rmSync(cfgDir, { recursive: true, force: true });
 });
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

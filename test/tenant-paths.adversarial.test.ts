@@ -8,7 +8,7 @@
  * plugin that fails with a path in its message) and checks that none holds the state dir, the PKI dir,
  * the install dir or any `/var/tmp/jth-` path.
  */
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -27,6 +27,7 @@ const repo = path.resolve(import.meta.dirname, '..');
 let t: TestServer;
 let url: string;
 let who: Identity;
+let cfgDir: string;
 
 /** Everything the tenant was told, labelled by what was asked. */
 const answers: Array<{ what: string; text: string }> = [];
@@ -96,7 +97,7 @@ async function finish(what: string, id: string): Promise<Watched> {
 }
 
 beforeAll(async () => {
-  const cfgDir = await import('node:fs').then((fs) => fs.mkdtempSync('/var/tmp/jth-paths-cfg-'));
+  cfgDir = mkdtempSync('/var/tmp/jth-paths-cfg-');
   // A plugin that fails with server paths in its words, where a careless third-party plugin would.
   writeFileSync(
     path.join(cfgDir, 'leaky.mjs'),
@@ -147,14 +148,17 @@ beforeAll(async () => {
   who = await t.identity('pat');
   answers.length = 0;
 }, 60_000);
-afterAll(() => t?.close());
+afterAll(async () => {
+  await t?.close();
+  if (cfgDir) rmSync(cfgDir, { recursive: true, force: true });
+});
 
 describe('what a tenant is told', () => {
   it('holds no server path, in any answer of a whole session', async () => {
     // Succeeded, with an artifact and past its output cap (a notice frame).
     const ok = await submitJob('a succeeded job', {
       bundle: await bundleSource(
-        `import { writeFileSync } from 'node:fs';
+        `import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
          writeFileSync(process.env.JTH_ARTIFACTS + '/report.txt', 'hello');
          console.log('x'.repeat(8192));`,
       ),
@@ -269,7 +273,6 @@ describe('what a tenant is told', () => {
       body: { bundle: 'x', runtime: 'cobol' },
     });
     // A removed output log (as retention leaves it): 410.
-    const { rmSync } = await import('node:fs');
     rmSync(t.server.jobs.logPath(broken));
     expect((await ask('removed output', { path: `/v1/jobs/${broken}/output` })).status).toBe(410);
     // A revoked certificate.
