@@ -12,6 +12,7 @@ import { Agent, request } from 'node:https';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configSchema } from '../server/config.ts';
@@ -22,8 +23,11 @@ const HANDSHAKE_MS = 2_000;
 const HEADERS_MS = 2_000;
 /** Node sweeps request and header timeouts on this interval (set in server/listen.ts). */
 const SWEEP_MS = 1_000;
-/** Timers on a loaded 2-core machine run late; a closing that takes longer than this is a failure. */
-const MARGIN_MS = 1_500;
+/**
+ * The margin past a bound, on top of how late this process's own timers ran meanwhile (measured: on a
+ * loaded 2-core machine the server's timers, like the test's, can fire seconds late).
+ */
+const MARGIN_MS = 1_000;
 const PER_ADDRESS = 64;
 
 let t: TestServer;
@@ -179,7 +183,9 @@ describe('slow and hostile clients', () => {
     const baseline: number[] = [];
     for (let i = 0; i < 8; i++) baseline.push(await timedRequest());
 
-    const N = 40;
+    const N = 25;
+    const lag = monitorEventLoopDelay({ resolution: 20 });
+    lag.enable();
     const cap = HANDSHAKE_MS + HEADERS_MS + 10_000;
     // Idle TCP: connects and never sends a byte.
     const idle = await Promise.all(Array.from({ length: N }, () => rawConnect('127.0.0.2')));
@@ -254,7 +260,10 @@ describe('slow and hostile clients', () => {
       await Promise.all(slowClosed),
       await Promise.all(silentClosed),
     ];
+    lag.disable();
+    const lateMs = lag.max / 1e6;
     const report = {
+      timersLateMs: Math.round(lateMs),
       idle: [Math.min(...idleMs), Math.max(...idleMs)],
       trickle: [Math.min(...trickleMs), Math.max(...trickleMs)],
       headers: [Math.min(...slowMs), Math.max(...slowMs)],
@@ -270,11 +279,11 @@ describe('slow and hostile clients', () => {
     // Each is cut by its own bound: not before it, and not long after it.
     for (const ms of [...idleMs, ...trickleMs]) {
       expect(ms, shown).toBeGreaterThan(HANDSHAKE_MS - 300);
-      expect(ms, shown).toBeLessThan(HANDSHAKE_MS + MARGIN_MS);
+      expect(ms, shown).toBeLessThan(HANDSHAKE_MS + MARGIN_MS + lateMs);
     }
     for (const ms of [...slowMs, ...silentMs]) {
       expect(ms, shown).toBeGreaterThan(HEADERS_MS - 300);
-      expect(ms, shown).toBeLessThan(HEADERS_MS + SWEEP_MS + MARGIN_MS);
+      expect(ms, shown).toBeLessThan(HEADERS_MS + SWEEP_MS + MARGIN_MS + lateMs);
     }
     // The trickled ClientHellos were still being sent when they were cut.
     for (const s of trickled) expect((s as net.Socket & { sent?: number }).sent).toBeLessThan(hello.length);
