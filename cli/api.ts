@@ -15,6 +15,8 @@ export interface JobRecord {
   endedAt?: number | string;
   limits: Partial<JobLimits>;
   outputBytes: number;
+  /** Why the output log is gone, when it is. */
+  outputRemoved?: { reason: 'retention' | 'quota'; at: string };
   result?: JobResult;
 }
 

@@ -10,6 +10,7 @@ import { Agent, request } from 'node:https';
 import { isIP } from 'node:net';
 import { type ErrorCode, ErrorCode as Codes, JthError } from '../core/errors.ts';
 import { type Frame, FrameDecoder, FrameType, frameJson } from '../server/frames.ts';
+import { BODY_LIMIT_HEADER, uploadTooLarge } from '../server/listen.ts';
 import type { Connection } from './connection.ts';
 import { CliError, ExitCode } from './exit.ts';
 
@@ -140,6 +141,23 @@ function readCredential(path: string, what: string, flag: string, source: string
   }
 }
 
+/**
+ * Bodies larger than this are sent with `Expect: 100-continue`: the server refuses one over its limit
+ * before a byte of it is written, so the refusal can never be lost to the write racing the server's close.
+ */
+export const EXPECT_CONTINUE_BYTES = 64 * 1024;
+/** How long to wait for 100 Continue before sending anyway, for a server or proxy that never says it. */
+const CONTINUE_WAIT_MS = 1_000;
+
+/** The 413 a server over its `limit` would give, made by the client itself. */
+function tooLargeError(limit: number, size: number): CliError {
+  const e = uploadTooLarge(limit, size);
+  return new CliError(e.code, e.message, ExitCode.failure, {
+    status: 413,
+    ...(e.hint ? { hint: e.hint } : {}),
+  });
+}
+
 export interface RequestOptions {
   body?: unknown;
   signal?: AbortSignal;
@@ -149,6 +167,8 @@ export interface RequestOptions {
 export class ApiClient {
   readonly conn: Connection;
   readonly #agent: Agent;
+  /** The server's upload limit in bytes, once one of its answers has said it. */
+  #bodyLimit: number | undefined;
 
   constructor(conn: Connection) {
     this.conn = conn;
@@ -161,13 +181,33 @@ export class ApiClient {
     });
   }
 
-  /** Send a request; resolves with the response once headers arrive. Non-2xx answers throw. */
+  /** The server's upload limit in bytes, when an answer has said it (every jth answer does). */
+  get bodyLimit(): number | undefined {
+    return this.#bodyLimit;
+  }
+
+  #learn(res: IncomingMessage): void {
+    const limit = Number(res.headers[BODY_LIMIT_HEADER]);
+    if (Number.isSafeInteger(limit) && limit > 0) this.#bodyLimit = limit;
+  }
+
+  /**
+   * Send a request; resolves with the response once headers arrive. Non-2xx answers throw. A body over
+   * the server's known limit is refused here, without a request; a large one waits for 100 Continue.
+   */
   async open(method: string, path: string, options: RequestOptions = {}): Promise<IncomingMessage> {
     const url = new URL(path, this.conn.server);
     const payload = options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body));
+    if (payload && this.#bodyLimit !== undefined && payload.byteLength > this.#bodyLimit) {
+      throw tooLargeError(this.#bodyLimit, payload.byteLength);
+    }
+    const expectContinue = !!payload && payload.byteLength > EXPECT_CONTINUE_BYTES;
     const host = url.hostname.replace(/^\[|\]$/g, '');
+    let req!: ReturnType<typeof request>;
+    // Whether the request was ended (its body handed to the socket): an answer may come first.
+    let sent = false;
     const res = await new Promise<IncomingMessage>((resolvePromise, reject) => {
-      const req = request(url, {
+      req = request(url, {
         method,
         agent: this.#agent,
         // RFC 6066 forbids an IP address as SNI; Node still checks the IP against the cert's SANs.
@@ -177,10 +217,18 @@ export class ApiClient {
           ...(payload
             ? { 'content-type': 'application/json', 'content-length': String(payload.byteLength) }
             : {}),
+          ...(expectContinue ? { expect: '100-continue' } : {}),
         },
         ...(options.signal ? { signal: options.signal } : {}),
       });
       let afterHandshake = false;
+      let wait: NodeJS.Timeout | undefined;
+      const send = () => {
+        clearTimeout(wait);
+        if (sent) return;
+        sent = true;
+        req.end(payload);
+      };
       req.once('socket', (socket) => {
         // Only a connection made for this request: a reused keep-alive socket says nothing about the cert.
         socket.once('secureConnect', () => {
@@ -188,17 +236,51 @@ export class ApiClient {
         });
       });
       req.once('response', (r) => {
+        clearTimeout(wait);
         afterHandshake = false;
+        this.#learn(r);
         resolvePromise(r);
       });
-      req.once('error', (err) => reject(connectionError(err, this.conn, { afterHandshake })));
-      req.end(payload);
+      req.once('error', (err) => {
+        clearTimeout(wait);
+        this.#uploadError(err, payload).then(
+          (tooLarge) => reject(tooLarge ?? connectionError(err, this.conn, { afterHandshake })),
+          () => reject(connectionError(err, this.conn, { afterHandshake })),
+        );
+      });
+      if (expectContinue) {
+        req.once('continue', send);
+        wait = setTimeout(send, CONTINUE_WAIT_MS);
+        req.flushHeaders();
+      } else send();
     });
+    if (!sent) {
+      // The server answered before asking for the body: this request can never finish on its socket.
+      sent = true;
+      res.once('end', () => req.destroy());
+    }
     if (res.statusCode === undefined || res.statusCode < 200 || res.statusCode >= 300) {
       const body = await readBody(res);
       throw apiError(res.statusCode ?? 0, body.toString('utf8'));
     }
     return res;
+  }
+
+  /**
+   * After a connection error during an upload: when the body is over the server's limit, the server's
+   * 413 is what happened (its close raced this client's write), so report that. The limit comes from an
+   * earlier answer, else from a fresh one.
+   */
+  async #uploadError(err: unknown, payload: Buffer | undefined): Promise<CliError | null> {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (!payload || (code !== 'EPIPE' && code !== 'ECONNRESET')) return null;
+    if (this.#bodyLimit === undefined) {
+      const res = await this.open('GET', '/v1/version').catch(() => null);
+      if (res) await readBody(res);
+    }
+    return this.#bodyLimit !== undefined && payload.byteLength > this.#bodyLimit
+      ? tooLargeError(this.#bodyLimit, payload.byteLength)
+      : null;
   }
 
   /** A JSON request. */

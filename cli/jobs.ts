@@ -91,7 +91,15 @@ export function describeJob(job: JobRecord): string {
   if (job.startedAt !== undefined) lines.push(['started', iso(job.startedAt)]);
   if (job.endedAt !== undefined) lines.push(['ended', iso(job.endedAt)]);
   if (job.startedAt !== undefined) lines.push(['duration', duration(job)]);
-  lines.push(['output', formatBytes(job.outputBytes ?? 0)]);
+  const gone = job.outputRemoved;
+  lines.push([
+    'output',
+    `${formatBytes(job.outputBytes ?? 0)}${
+      gone
+        ? `, removed ${iso(gone.at)} (${gone.reason === 'quota' ? 'over your output quota: oldest first' : 'past log retention'})`
+        : ''
+    }`,
+  ]);
   if (r) {
     lines.push(['reason', r.reason]);
     const u = r.usage ?? {};

@@ -91,6 +91,11 @@ export const configSchema = z
         maxWatchersPerUser: z.number().int().positive().default(64),
         /** Per-job output cap; output past it is dropped with a notice in the stream. @default '256M' */
         outputCap: bytes.default(256 * 1024 ** 2),
+        /**
+         * Finished jobs' output kept per user (on this node): when a job ends over it, the user's oldest
+         * logs are removed until it holds; their records stay. 0 keeps every log. @default '1G'
+         */
+        outputQuota: bytes.default(1024 ** 3),
         /** @default '30s' */
         requestTimeout: duration.default(30_000),
         /** @default '10s' */

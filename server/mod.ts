@@ -34,6 +34,7 @@ import { createOpsListener, Readiness } from './ops.ts';
 import { probeRuntimes } from './probe.ts';
 import { Redactor } from './public.ts';
 import { type ReloadResult, reloadServer } from './reload.ts';
+import { retainOutput } from './retention.ts';
 import { openStore } from './store/mod.ts';
 import { UsageRecorder } from './usage.ts';
 
@@ -311,6 +312,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       headersTimeoutMs: settings.headersTimeout,
       handshakeTimeoutMs: settings.handshakeTimeout,
       maxConnectionsPerAddress: settings.maxConnectionsPerAddress,
+      bodyLimitBytes: settings.bodyLimit,
       log,
       onRefused: (kind, reason) => metrics.tlsRefused(kind, reason),
     });
@@ -361,6 +363,13 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     const logGc = setInterval(() => void jobs.gcLogs(settings.logRetention).catch(() => {}), 3_600_000);
     logGc.unref();
     undo.push(() => clearInterval(logGc));
+    const retention = retainOutput({
+      jobs,
+      logsDir: statePaths(settings.stateDir).logs,
+      quotaBytes: settings.outputQuota,
+      log,
+    });
+    undo.push(() => retention.close());
     for (const plugin of driver.plugins) {
       try {
         await plugin.start?.({
@@ -467,6 +476,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
           await listener.close();
           await jobs.stopAll('server shutdown', { graceMs: settings.shutdownGrace });
           await pool?.close();
+          await retention.close();
           // Health and metrics answer until the jobs are drained, so the drain can be watched.
           await ops?.close();
           unobserve();

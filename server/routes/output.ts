@@ -37,7 +37,9 @@ export function outputRoutes(app: OpenAPIHono<Env>, d: RouteDeps): void {
         },
         400: errorResponse('The offset is not a frame boundary, or the id prefix matches several jobs'),
         404: errorResponse('No such job (or not yours)'),
-        410: errorResponse("The output was removed by the server's retention"),
+        410: errorResponse(
+          "The output was removed: past the server's log retention, or over the user's output quota",
+        ),
         429: errorResponse('The user has as many output streams open as allowed'),
         ...COMMON_ERRORS,
       },
@@ -47,12 +49,19 @@ export function outputRoutes(app: OpenAPIHono<Env>, d: RouteDeps): void {
       const q = c.req.valid('query');
       const offset = Number(q.offset ?? 0);
       if (d.jobs.logRemoved(job)) {
-        const why =
-          job.outputRemoved?.reason === 'quota' ? 'your retained-output quota' : "the server's log retention";
-        throw new JthError(ErrorCode.NOT_FOUND, `The output of job "${job.id}" was removed by ${why}`, {
-          status: 410,
-          hint: 'Its status and artifacts remain: `jth status ID`, `jth artifacts ID`',
-        });
+        const quota = job.outputRemoved?.reason === 'quota';
+        throw new JthError(
+          ErrorCode.NOT_FOUND,
+          quota
+            ? `The output of job "${job.id}" was removed: your finished jobs' output is kept up to your quota on this server, oldest removed first`
+            : `The output of job "${job.id}" was removed by the server's log retention`,
+          {
+            status: 410,
+            hint: quota
+              ? 'Its status and artifacts remain (`jth status ID`, `jth artifacts ID`); save output you need when the job ends (`jth logs ID > file`), or ask the operator to raise server.outputQuota'
+              : 'Its status and artifacts remain: `jth status ID`, `jth artifacts ID`',
+          },
+        );
       }
       const file = d.jobs.logPath(job.id);
       await checkLogOffset(file, offset);
