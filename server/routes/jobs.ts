@@ -24,7 +24,7 @@ const LABEL_KEY = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/;
 const STATE_NAME =
   'active|ended|queued|starting|running|succeeded|failed|signalled|oom-killed|pids-exhausted|timed-out|stopped|infra-error';
 const STATES_FILTER = new RegExp(`^(${STATE_NAME})(,(${STATE_NAME}))*$`);
-const LABEL_FILTER = /^[^=]+=[^]*$/;
+const LABEL_FILTER = /^[^=]+=/;
 const SECRET_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 /** Padded base64, as zod's `z.base64()` takes it; a regex so the document carries it as `pattern`. */
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
